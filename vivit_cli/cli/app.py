@@ -1,0 +1,46 @@
+"""Entry point of the `vivit` console script."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from vivit_cli.errors import VivitError
+
+app = typer.Typer(
+    name="vivit",
+    help="Run the ViViT ablations, from one command to a paper-ready table.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module adds its commands with `register(app)`; keep its top-level imports light.
+COMMAND_MODULES = ("describe",)
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"vivit_cli.cli.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; bad input becomes one line on stderr and exit code 2, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except VivitError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return e.exit_code
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
