@@ -1,0 +1,213 @@
+"""The embedded dataset: procedural glyph videos generated from a seed, for offline CPU runs.
+
+Two tasks mirror the paper's two kinds of benchmark:
+
+- `appearance` (like Kinetics): the label is the identity of the large digit in the clip. Smaller
+  distractor digits of other classes drift around it, over a textured background with noise. One
+  frame is enough in principle.
+- `motion` (like Something-Something v2): one digit (its identity is irrelevant) moves in direction
+  d1 for a few frames, then turns and moves in direction d2. The label is the ordered pair
+  (d1, d2), 12 classes. Each 2-frame tubelet sees only one direction, and a bag of tubelets holds
+  the same two directions for "right-then-up" and "up-then-right", so a model without temporal
+  modelling can at best tell the unordered pair (50% of the ordered labels); a distractor digit
+  moving straight in a random direction and noise keep joint attention below 100%.
+
+Clips are stored slightly larger than the default crop (36x36, 12 frames) so that random crops,
+scale jitter and temporal offsets are real augmentation. Everything is vectorised numpy; the arrays
+are cached under `cache.cache_dir()` keyed by task, version, seed and geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import atomic_save_npy, cache_dir
+from .glyphs import GLYPH_NAMES, render_sprites
+
+VERSION = 1  # bump when the generator changes, so stale caches are not reused
+SIZE = 36
+MIN_FRAMES = 12
+SPLIT_SIZES = {"train": 3000, "val": 500, "test": 500}
+TASKS = ("appearance", "motion")
+_DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
+MOTION_LABELS = tuple(f"{a}-then-{b}" for a in _DIRECTIONS for b in _DIRECTIONS if a != b)
+APPEARANCE_LABELS = tuple(f"digit-{g}" for g in GLYPH_NAMES)
+_PAD = 4  # canvas border: sprites may stick out of the frame by up to this many pixels
+_CHUNK = 128  # clips rendered at once: a float32 working set of ~35 MB stays in cache better
+
+
+@dataclass(frozen=True)
+class Geometry:
+    frames: int = MIN_FRAMES
+    size: int = SIZE
+
+
+def label_names(task: str) -> tuple[str, ...]:
+    return MOTION_LABELS if task == "motion" else APPEARANCE_LABELS
+
+
+def _rng(seed: int, task: str, split: str, chunk: int) -> np.random.Generator:
+    # Every chunk has its own stream, so the data does not depend on the chunk order or count of workers.
+    return np.random.default_rng([VERSION, seed, TASKS.index(task), list(SPLIT_SIZES).index(split), chunk])
+
+
+def _background(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """Smooth random colour texture [n, size, size, 3] in [0, 1]: a 4x4 grid upsampled bilinearly."""
+    grid = rng.uniform(0, 1, (n, 4, 4, 3)).astype(np.float32)
+    pos = np.linspace(0, 3, size, dtype=np.float32)
+    i0 = np.minimum(pos.astype(np.int64), 2)
+    w = (pos - i0)[None, :, None, None]
+    rows = grid[:, i0] * (1 - w) + grid[:, i0 + 1] * w
+    w2 = (pos - i0)[None, None, :, None]
+    tex = rows[:, :, i0] * (1 - w2) + rows[:, :, i0 + 1] * w2
+    level = rng.uniform(0.15, 0.45, (n, 1, 1, 1)).astype(np.float32)
+    contrast = rng.uniform(0.1, 0.35, (n, 1, 1, 1)).astype(np.float32)
+    return level + contrast * (tex - 0.5)
+
+
+def _bright_colours(rng: np.random.Generator, n: int) -> np.ndarray:
+    c = rng.uniform(0.0, 1.0, (n, 3))
+    c[np.arange(n), rng.integers(0, 3, n)] = 1.0  # at least one saturated channel: visible on any background
+    return (0.55 + 0.45 * c).astype(np.float32)
+
+
+def _composite(frames: np.ndarray, sprites: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+               colours: np.ndarray, opacity: np.ndarray | float = 1.0) -> None:
+    """Alpha-blends sprite n at (ys[n, t], xs[n, t]) (top-left, may be partly off-canvas) into `frames`,
+    a canvas [n, T, S + 2P, S + 2P, 3] padded by P on each side (cropped at the end).
+
+    Only the sprite's k x k patch is gathered, blended and scattered back: far cheaper than blending a
+    full-canvas alpha layer."""
+    n, t, k = frames.shape[0], frames.shape[1], sprites.shape[1]
+    s = frames.shape[2] - 2 * _PAD
+    ys = np.clip(np.rint(ys).astype(np.int64), -_PAD, s + _PAD - k) + _PAD
+    xs = np.clip(np.rint(xs).astype(np.int64), -_PAD, s + _PAD - k) + _PAD
+    ar = np.arange(k)
+    idx = (np.arange(n)[:, None, None, None], np.arange(t)[None, :, None, None],
+           (ys[..., None] + ar)[..., :, None], (xs[..., None] + ar)[..., None, :])
+    alpha = sprites[:, None, :, :, None] * np.asarray(opacity, np.float32).reshape(-1, 1, 1, 1, 1)
+    patch = frames[idx]
+    patch += alpha * (colours[:, None, None, None, :] - patch)
+    frames[idx] = patch
+
+
+def _drift(rng: np.random.Generator, n: int, t: int, speed: tuple[float, float]) -> np.ndarray:
+    """Straight-line displacement [n, t, 2] from frame 0 at a random direction and speed."""
+    ang = rng.uniform(0, 2 * np.pi, n)
+    v = rng.uniform(*speed, n)
+    step = np.stack([np.sin(ang) * v, np.cos(ang) * v], -1)
+    return np.arange(t)[None, :, None] * step[:, None, :]
+
+
+def _place(rng: np.random.Generator, path: np.ndarray, k: int, size: int, margin: int = 0) -> np.ndarray:
+    """Adds a random start to displacement paths [n, t, 2] so that the whole path stays on the canvas
+    (up to `margin` px off the edge)."""
+    lo = -path.min(axis=1) - margin
+    hi = size - k - path.max(axis=1) + margin
+    start = lo + rng.uniform(0, 1, lo.shape) * np.maximum(hi - lo, 0)
+    return path + start[:, None, :]
+
+
+def _canvas(rng: np.random.Generator, n: int, g: Geometry) -> np.ndarray:
+    """The static background of every frame, on a canvas padded by _PAD for `_composite`."""
+    frames = np.zeros((n, g.frames, g.size + 2 * _PAD, g.size + 2 * _PAD, 3), np.float32)
+    frames[:, :, _PAD:-_PAD, _PAD:-_PAD] = _background(rng, n, g.size)[:, None]
+    return frames
+
+
+def _finish(frames: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    frames = frames[:, :, _PAD:-_PAD, _PAD:-_PAD]
+    # Triangular noise (the sum of two uniform bytes) with standard deviation `noise`: ten times
+    # cheaper than Gaussian samples, and the model cannot tell the difference.
+    a = rng.integers(0, 256, frames.shape, dtype=np.uint8).astype(np.float32)
+    a += rng.integers(0, 256, frames.shape, dtype=np.uint8)
+    a -= 255
+    a *= noise * 255 / (255 / np.sqrt(6))
+    a += frames * 255 + 0.5
+    np.clip(a, 0, 255, out=a)
+    return a.astype(np.uint8)
+
+
+def _appearance_chunk(rng: np.random.Generator, n: int, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    t, s = g.frames, g.size
+    labels = rng.integers(0, 10, n)
+    frames = _canvas(rng, n, g)
+    # Distractors first (behind): two small digits of other classes, moving faster.
+    for _ in range(2):
+        other = (labels + rng.integers(1, 10, n)) % 10
+        k = 10
+        sprites = render_sprites(other, k, rng, max_rotate=0.5)
+        path = _place(rng, _drift(rng, n, t, (0.5, 2.0)), k, s, margin=3)
+        _composite(frames, sprites, path[..., 0], path[..., 1], _bright_colours(rng, n),
+                   rng.uniform(0.5, 0.9, n))
+    k = 18
+    sprites = render_sprites(labels, k, rng, max_rotate=0.45, scale=(0.6, 0.95), shear=0.3)
+    path = _place(rng, _drift(rng, n, t, (0.0, 0.8)), k, s, margin=2)
+    _composite(frames, sprites, path[..., 0], path[..., 1], _bright_colours(rng, n), rng.uniform(0.6, 1.0, n))
+    return _finish(frames, rng, 0.08), labels.astype(np.int32)
+
+
+def _motion_chunk(rng: np.random.Generator, n: int, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    t, s = g.frames, g.size
+    labels = rng.integers(0, len(MOTION_LABELS), n)
+    dirs = np.array(list(_DIRECTIONS.values()), np.float32)
+    pairs = np.array([(a, b) for a in range(4) for b in range(4) if a != b])
+    d1, d2 = dirs[pairs[labels, 0]], dirs[pairs[labels, 1]]
+    # The turn happens after a random number of steps, symmetric around the middle, so that how
+    # many frames move each way says nothing about which way came first.
+    steps = t - 1
+    half = steps // 2
+    turn = rng.integers(half - 1, steps - half + 2, n)  # steps taken in direction d1
+    speed = rng.uniform(1.0, 1.6, n).astype(np.float32)
+    idx = np.arange(steps)[None, :]
+    step_vec = np.where((idx < turn[:, None])[..., None], d1[:, None, :], d2[:, None, :]) * speed[:, None, None]
+    path = np.concatenate([np.zeros((n, 1, 2), np.float32), np.cumsum(step_vec, axis=1)], axis=1)
+    path = path + rng.normal(0, 0.3, path.shape)  # jitter: rounding alone would make motion too regular
+    frames = _canvas(rng, n, g)
+    # The distractor: another digit moving straight, in any direction, behind the target.
+    k = 9
+    sprites = render_sprites(rng.integers(0, 10, n), k, rng)
+    dpath = _place(rng, _drift(rng, n, t, (0.5, 1.6)), k, s, margin=2)
+    _composite(frames, sprites, dpath[..., 0], dpath[..., 1], _bright_colours(rng, n), rng.uniform(0.4, 0.8, n))
+    k = 11
+    sprites = render_sprites(rng.integers(0, 10, n), k, rng)
+    path = _place(rng, path, k, s)
+    _composite(frames, sprites, path[..., 0], path[..., 1], _bright_colours(rng, n))
+    return _finish(frames, rng, 0.08), labels.astype(np.int32)
+
+
+def generate(task: str, split: str, *, seed: int = 0, geometry: Geometry = Geometry(),
+             count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(videos uint8 [N, T, S, S, 3], labels int32 [N]) for one split, deterministic from the seed."""
+    if task not in TASKS:
+        raise ValueError(task)
+    n = SPLIT_SIZES[split] if count is None else count
+    chunk_fn = _motion_chunk if task == "motion" else _appearance_chunk
+    videos = np.empty((n, geometry.frames, geometry.size, geometry.size, 3), np.uint8)
+    labels = np.empty((n,), np.int32)
+    for c, start in enumerate(range(0, n, _CHUNK)):
+        m = min(_CHUNK, n - start)
+        videos[start:start + m], labels[start:start + m] = chunk_fn(_rng(seed, task, split, c), m, geometry)
+    return videos, labels
+
+
+def cached_paths(task: str, split: str, seed: int, geometry: Geometry) -> tuple[Path, Path]:
+    folder = cache_dir() / "embedded" / f"{task}-v{VERSION}-seed{seed}-{geometry.frames}x{geometry.size}"
+    return folder / f"{split}-video.npy", folder / f"{split}-label.npy"
+
+
+def load(task: str, split: str, *, seed: int = 0, geometry: Geometry = Geometry()) -> tuple[np.ndarray, np.ndarray]:
+    """The cached split (memory-mapped, so concurrent runs share the page cache), generating it once."""
+    vpath, lpath = cached_paths(task, split, seed, geometry)
+    try:
+        return np.load(vpath, mmap_mode="r", allow_pickle=False), np.load(lpath, allow_pickle=False)
+    except (FileNotFoundError, ValueError, OSError):
+        pass
+    videos, labels = generate(task, split, seed=seed, geometry=geometry)
+    # Labels last: a reader that finds the labels file finds the videos file complete too.
+    atomic_save_npy(vpath, videos)
+    atomic_save_npy(lpath, labels)
+    return np.load(vpath, mmap_mode="r", allow_pickle=False), labels

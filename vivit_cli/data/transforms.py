@@ -1,0 +1,206 @@
+"""Clip sampling and augmentation, pure numpy on uint8 frames [T, H, W, 3].
+
+Train: `data.frames` frames at `data.stride` from a random temporal offset, a random crop with scale
+jitter (the short side is scaled by s ~ U(scale_min, scale_max) relative to the crop, i.e. a square
+region of side short/s, resized to the crop), optional flip, colour jitter and RandAugment.
+Eval: T temporal clips evenly spread x S spatial crops evenly spread along the long side of the
+frame resized so that its short side equals the crop (the paper's multi-view protocol).
+Output pixels are float32 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    frames: int
+    stride: int
+    crop: int
+    scale_min: float = 0.9
+    scale_max: float = 1.33
+    flip: bool = False
+    color_jitter: float = 0.0
+    randaugment_layers: int = 0
+    randaugment_magnitude: int = 15
+
+    @property
+    def span(self) -> int:
+        """Frames of the source covered by one clip."""
+        return (self.frames - 1) * self.stride + 1
+
+
+def to_unit_range(x: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [-1, 1], zero-centred as the reference checkpoints expect."""
+    return x.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
+
+
+def frame_indices(start: int, spec: ClipSpec, num_frames: int) -> np.ndarray:
+    """Indices of one clip; a video shorter than the span loops (only where the caller allows it)."""
+    return (start + np.arange(spec.frames) * spec.stride) % max(num_frames, 1)
+
+
+def random_start(rng: np.random.Generator, num_frames: int, spec: ClipSpec) -> int:
+    return int(rng.integers(0, max(num_frames - spec.span, 0) + 1))
+
+
+def even_starts(num_frames: int, spec: ClipSpec, count: int) -> list[int]:
+    """`count` clip starts spread evenly over the video (the centre when count == 1)."""
+    room = max(num_frames - spec.span, 0)
+    if count == 1:
+        return [room // 2]
+    return [int(round(i * room / (count - 1))) for i in range(count)]
+
+
+def _axis_weights(n_in: int, start: float, length: float, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Sample at pixel centres of the output grid mapped onto [start, start + length) of the input.
+    pos = start + (np.arange(n_out, dtype=np.float32) + 0.5) * (length / n_out) - 0.5
+    pos = np.clip(pos, 0, n_in - 1)
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (pos - i0).astype(np.float32)
+
+
+def crop_resize(frames: np.ndarray, top: float, left: float, size_h: float, size_w: float,
+                out_h: int, out_w: int) -> np.ndarray:
+    """Bilinear resize of the region [top, top+size_h) x [left, left+size_w) of frames [T, H, W, C] -> float32."""
+    _, h, w, _ = frames.shape
+    r0, r1, wr = _axis_weights(h, top, size_h, out_h)
+    c0, c1, wc = _axis_weights(w, left, size_w, out_w)
+    x = frames.astype(np.float32) if frames.dtype != np.float32 else frames
+    rows = x[:, r0] + (x[:, r1] - x[:, r0]) * wr[None, :, None, None]
+    return rows[:, :, c0] + (rows[:, :, c1] - rows[:, :, c0]) * wc[None, None, :, None]
+
+
+def random_crop(frames: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:
+    """Scale jitter then a random crop, as one crop-and-resize: a square region of side short/s."""
+    _, h, w, _ = frames.shape
+    s = rng.uniform(spec.scale_min, spec.scale_max)
+    side = min(h, w) / s
+    side_h, side_w = min(side, h), min(side, w)  # s < 1 asks for more than the frame: squeeze instead
+    top = rng.uniform(0, h - side_h)
+    left = rng.uniform(0, w - side_w)
+    return crop_resize(frames, top, left, side_h, side_w, spec.crop, spec.crop)
+
+
+def spatial_views(frames: np.ndarray, spec: ClipSpec, count: int) -> list[np.ndarray]:
+    """`count` square crops of side = the short side, evenly spread along the long side, resized to the crop."""
+    _, h, w, _ = frames.shape
+    side = min(h, w)
+    out = []
+    for i in range(count):
+        frac = 0.5 if count == 1 else i / (count - 1)
+        top, left = (h - side) * frac, (w - side) * frac
+        out.append(crop_resize(frames, top, left, side, side, spec.crop, spec.crop))
+    return out
+
+
+def color_jitter(x: np.ndarray, rng: np.random.Generator, strength: float = 0.4) -> np.ndarray:
+    """Brightness, contrast and saturation, the same for every frame (float32 [0, 255])."""
+    b = rng.uniform(1 - strength, 1 + strength)
+    c = rng.uniform(1 - strength, 1 + strength)
+    sat = rng.uniform(1 - strength, 1 + strength)
+    x = x * b
+    mean = x.mean()
+    x = (x - mean) * c + mean
+    grey = x.mean(axis=-1, keepdims=True)
+    x = (x - grey) * sat + grey
+    return np.clip(x, 0, 255)
+
+
+# RandAugment (Cubuk et al.): `layers` ops picked uniformly, each at `magnitude` out of 30 (as in
+# Scenic/timm: 10 is "medium"); one draw per clip, so every frame gets the same op.
+def _ra_ops():
+    def blend(a, b, f):
+        return np.clip(b + (a - b) * f, 0, 255)
+
+    def signed(m, rng):
+        return m if rng.uniform() < 0.5 else -m
+
+    def affine(x, mat):
+        # Nearest-neighbour inverse mapping around the centre, filling with grey.
+        _, h, w, _ = x.shape
+        yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+        sy = mat[0, 0] * yy + mat[0, 1] * xx + mat[0, 2] + (h - 1) / 2
+        sx = mat[1, 0] * yy + mat[1, 1] * xx + mat[1, 2] + (w - 1) / 2
+        yi, xi = np.rint(sy).astype(np.int64), np.rint(sx).astype(np.int64)
+        ok = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+        out = x[:, np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]
+        return np.where(ok[None, :, :, None], out, 128.0)
+
+    def rotate(x, m, rng):
+        a = np.deg2rad(signed(30 * m, rng))
+        return affine(x, np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0]]))
+
+    def shear_x(x, m, rng):
+        return affine(x, np.array([[1, 0, 0], [signed(0.3 * m, rng), 1, 0]]))
+
+    def shear_y(x, m, rng):
+        return affine(x, np.array([[1, signed(0.3 * m, rng), 0], [0, 1, 0]]))
+
+    def translate_x(x, m, rng):
+        return affine(x, np.array([[1, 0, 0], [0, 1, signed(0.45 * m * x.shape[2], rng)]]))
+
+    def translate_y(x, m, rng):
+        return affine(x, np.array([[1, 0, signed(0.45 * m * x.shape[1], rng)], [0, 1, 0]]))
+
+    def grey(x):
+        return np.broadcast_to(x @ np.array([0.299, 0.587, 0.114], np.float32), x.shape[:-1])[..., None]
+
+    return {
+        "identity": lambda x, m, rng: x,
+        "autocontrast": lambda x, m, rng: (x - x.min()) * (255 / max(x.max() - x.min(), 1e-3)),
+        "equalize": lambda x, m, rng: x,  # histogram equalisation is a no-op on these sizes; kept for the op count
+        "rotate": rotate,
+        "solarize": lambda x, m, rng: np.where(x < 256 - 256 * m, x, 255 - x),
+        "color": lambda x, m, rng: blend(x, grey(x), 1 + signed(0.9 * m, rng)),
+        "posterize": lambda x, m, rng: np.floor(x / 2 ** int(4 * m)) * 2 ** int(4 * m),
+        "contrast": lambda x, m, rng: blend(x, np.full_like(x, grey(x).mean()), 1 + signed(0.9 * m, rng)),
+        "brightness": lambda x, m, rng: blend(x, np.zeros_like(x), 1 + signed(0.9 * m, rng)),
+        "sharpness": lambda x, m, rng: blend(x, _blur(x), 1 + signed(0.9 * m, rng)),
+        "shear_x": shear_x,
+        "shear_y": shear_y,
+        "translate_x": translate_x,
+        "translate_y": translate_y,
+    }
+
+
+def _blur(x: np.ndarray) -> np.ndarray:
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    return (p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] + 4 * x) / 8
+
+
+RANDAUGMENT_OPS = _ra_ops()
+_RA_NAMES = tuple(RANDAUGMENT_OPS)
+
+
+def randaugment(x: np.ndarray, rng: np.random.Generator, layers: int, magnitude: int) -> np.ndarray:
+    m = min(max(magnitude, 0), 30) / 30
+    for _ in range(layers):
+        x = RANDAUGMENT_OPS[_RA_NAMES[rng.integers(len(_RA_NAMES))]](x, m, rng)
+        x = np.clip(x, 0, 255).astype(np.float32)
+    return x
+
+
+def augment(clip: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:
+    """Cropped float32 [T, crop, crop, 3] in [0, 255] -> augmented, in [-1, 1]."""
+    if spec.flip and rng.uniform() < 0.5:
+        clip = clip[:, :, ::-1]
+    if spec.color_jitter > 0 and rng.uniform() < spec.color_jitter:
+        clip = color_jitter(clip, rng)
+    if spec.randaugment_layers:
+        clip = randaugment(clip, rng, spec.randaugment_layers, spec.randaugment_magnitude)
+    return np.ascontiguousarray(clip * np.float32(2 / 255) - np.float32(1), dtype=np.float32)
+
+
+def mixup(video: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Batch-level mixup: (video, soft labels [b, num_classes]) mixed with the batch reversed.
+
+    For trainers that mix on the host; a jitted train step can do the same with jax.random."""
+    lam = np.float32(rng.beta(alpha, alpha)) if alpha > 0 else np.float32(1)
+    onehot = np.eye(num_classes, dtype=np.float32)[labels]
+    return lam * video + (1 - lam) * video[::-1], lam * onehot + (1 - lam) * onehot[::-1]
