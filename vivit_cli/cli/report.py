@@ -1,0 +1,108 @@
+"""`vivit report`: the paper's tables from the run store, beside the paper's numbers."""
+
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+import typer
+
+from vivit_cli.errors import VivitError
+
+FORMATS = ("table", "markdown", "csv", "latex", "json")
+
+
+def report_command(
+    table: Optional[str] = typer.Option(None, "--table", "-t", help="Table name; leave out to list the tables."),
+    results: str = typer.Option("results", "--results", help="The run store written by `vivit sweep`."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv, latex or json."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the export to this file instead of stdout."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Also write a PNG figure of the table."),
+    spread: str = typer.Option("std", "--spread", help="Spread over seeds after the ±: std or ci95."),
+    accuracy: str = typer.Option("top1", "--accuracy",
+                                 help="top1, top5 (summary.json), or an eval.json key such as val@4x3[:top5]."),
+) -> None:
+    """Print a paper-style table (mean over seeds ± spread, the paper's numbers beside), or list the tables."""
+    from vivit_cli import report as rep
+    from vivit_cli.report import render
+
+    if fmt not in FORMATS:
+        raise VivitError(f"--format {fmt!r}: allowed values are {', '.join(FORMATS)}")
+    if spread not in render.SPREADS:
+        raise VivitError(f"--spread {spread!r}: allowed values are {', '.join(render.SPREADS)}")
+    if table is None:
+        if plot:
+            raise VivitError("--plot needs --table NAME")
+        rows, notes = rep.overview(results)
+        _emit(_overview(rows, notes, fmt, results), out)
+        return
+    spec = rep.tables.get(table)  # fails on an unknown name before anything is read
+    report = rep.report(spec.name, results, accuracy=accuracy)
+    _emit(render.to_rich(report, spread) if fmt == "table" else render.render(report, fmt, spread), out)
+    if plot:
+        from vivit_cli.report.plot import plot as write_plot
+
+        write_plot(report, plot)
+        typer.echo(f"wrote {plot}", err=True)
+
+
+def _emit(text, out: Optional[str]) -> None:
+    """Text or a rich renderable to stdout (in colour on a terminal), or as plain text to --out."""
+    from rich.console import Console
+
+    if out is None:
+        if isinstance(text, str):
+            typer.echo(text, nl=False)
+        else:
+            Console().print(text)
+        return
+    from vivit_cli.io import atomic_write_text
+
+    if not isinstance(text, str):
+        console = Console(file=io.StringIO(), width=200, color_system=None)
+        console.print(text)
+        text = console.file.getvalue()
+
+    try:
+        atomic_write_text(out, text)
+    except OSError as e:
+        raise VivitError(f"--out {out!r}: cannot write ({e.strerror})") from None
+    typer.echo(f"wrote {out}", err=True)
+
+
+def _overview(rows: list[dict], notes: list[str], fmt: str, results: str):
+    import csv
+    import json
+
+    if fmt == "json":
+        return json.dumps({"results": results, "tables": rows, "notes": notes}, indent=2) + "\n"
+    keys = ["table", "cells_done", "cells_total", "cells_partial", "cells_failed", "runs_done", "runs_running",
+            "runs_failed", "title"]
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+    if fmt in ("markdown", "latex"):
+        lines = ["| table | cells done | runs done / running / failed | title |", "|---|---:|---:|---|"]
+        lines += [f"| {r['table']} | {r['cells_done']}/{r['cells_total']} | {r['runs_done']} / {r['runs_running']} / "
+                  f"{r['runs_failed']} | {r['title']} |" for r in rows]
+        return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
+    from rich.table import Table
+
+    t = Table(title=f"Report tables in {results}", caption="\n".join(
+        notes + ["vivit report --table NAME [--format markdown|csv|latex|json] [--plot FILE.png]"]),
+        caption_justify="left")
+    for key, label in (("table", "Table"), ("cells", "Cells done"), ("runs", "Runs done / running / failed"),
+                       ("title", "What")):
+        t.add_column(label, justify="right" if key in ("cells", "runs") else "left")
+    for r in rows:
+        style = "green" if r["cells_done"] == r["cells_total"] and r["cells_total"] else None
+        t.add_row(r["table"], f"{r['cells_done']}/{r['cells_total']}",
+                  f"{r['runs_done']} / {r['runs_running']} / {r['runs_failed']}", r["title"], style=style)
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_command)

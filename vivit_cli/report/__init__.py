@@ -1,0 +1,33 @@
+"""Reports: the run store -> the paper's tables (mean over seeds, with the paper's numbers beside ours).
+
+Never imports JAX: `vivit report` must answer instantly, even while a sweep is running.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vivit_cli.report import tables
+from vivit_cli.report.aggregate import Report, build, completeness
+from vivit_cli.report.store import LoadStats, load_runs  # noqa: F401
+
+__all__ = ["Report", "LoadStats", "tables", "load_runs", "build", "completeness", "report", "overview"]
+
+
+def report(name: str, results_dir: str | os.PathLike = "results", accuracy: str = "top1") -> Report:
+    """The report of table `name` from the run store at `results_dir`."""
+    spec = tables.get(name)
+    runs, stats = load_runs(results_dir)
+    return build(spec, runs, stats, accuracy=accuracy)
+
+
+def overview(results_dir: str | os.PathLike = "results") -> tuple[list[dict], list[str]]:
+    """Completeness of every table, and notes on runs that no table shows."""
+    runs, stats = load_runs(results_dir)
+    rows = [completeness(spec, runs) for spec in tables.TABLES.values()]
+    notes = stats.notes()
+    unknown = sorted({str(t) for t in runs["table"] if t not in tables.TABLES})
+    if unknown:
+        n = int((~runs["table"].isin(list(tables.TABLES))).sum())
+        notes.append(f"{n} run(s) belong to no known table: {', '.join(unknown)}")
+    return rows, notes

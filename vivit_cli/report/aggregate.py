@@ -1,0 +1,234 @@
+"""Pure functions: runs (one per seed) -> cells (mean over seeds with spread) -> the table the paper prints."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from vivit_cli.errors import VivitError
+from vivit_cli.report import tables
+from vivit_cli.report.store import DONE, FAILED, RUNNING, LoadStats
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (scipy would cost a second to import).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+MISSING, PARTIAL = "missing", "partial"
+NOT_RUN = "not run"  # a row that only the paper has (e.g. L_t=12): shown for reference, not counted as missing
+# Cell states: done (every seed done), partial (some done, others failed or running), running, failed, missing.
+CELL_STATES = (DONE, PARTIAL, RUNNING, FAILED, MISSING)
+
+
+def t975(dof: int) -> float:
+    return _T975[dof - 1] if dof <= len(_T975) else 1.96
+
+
+def seed_stats(values) -> dict:
+    """Mean, sample std (ddof=1), n and the 95% t-interval half width of accuracies, all in percent."""
+    xs = [100.0 * float(v) for v in values]
+    n = len(xs)
+    if n == 0:
+        return {"mean": math.nan, "std": math.nan, "n": 0, "ci95": math.nan}
+    mean = sum(xs) / n
+    if n == 1:
+        return {"mean": mean, "std": math.nan, "n": 1, "ci95": math.nan}
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    return {"mean": mean, "std": std, "n": n, "ci95": t975(n - 1) * std / math.sqrt(n)}
+
+
+def cell_state(n_done: int, n_failed: int, n_running: int) -> str:
+    if n_done and not (n_failed or n_running):
+        return DONE
+    if n_done:
+        return PARTIAL
+    if n_running:
+        return RUNNING
+    return FAILED if n_failed else MISSING
+
+
+@dataclass
+class Report:
+    """A table ready to render: `cells` (one line per row x column) and `frame` (one line per row)."""
+
+    spec: tables.TableSpec
+    rows: list[str]  # rows with cells (expected or found in the store)
+    display_rows: list[str]  # rows plus those only the paper has, in table order
+    columns: list[str]
+    cells: "object"  # pandas DataFrame
+    frame: "object"  # pandas DataFrame
+    runs: "object"  # the runs of this table (pandas DataFrame)
+    devices: list[str]
+    notes: list[str] = field(default_factory=list)
+    accuracy: str = "top1"
+
+    @property
+    def cells_done(self) -> int:
+        return int((self.cells["status"] == DONE).sum())
+
+    @property
+    def cells_total(self) -> int:
+        return len(self.cells)
+
+
+def _ordered(expected, found, numeric: bool) -> list[str]:
+    extra = [x for x in dict.fromkeys(found) if x not in expected]
+    if not extra:
+        return list(expected)
+    if not numeric:
+        return list(expected) + sorted(extra)
+    # Numeric rows (L_t, tubelet length) take new rows in numeric order, in the direction the expected rows run.
+    numbers = [tables.row_number(x) for x in expected]
+    descending = len(numbers) > 1 and None not in numbers and numbers[0] > numbers[-1]
+
+    def key(label):
+        number = tables.row_number(label)
+        return (number is None, (-number if descending else number) if number is not None else 0.0, label)
+
+    return sorted(list(expected) + extra, key=key)
+
+
+def select_accuracy(runs, accuracy: str = "top1"):
+    """Adds an `acc` column: summary.json's top1/top5, or `<split>@<T>x<S>` / `<split>@<T>x<S>:top5` from eval.json.
+
+    A done run without that eval entry counts as running: its evaluation has not been written yet.
+    """
+    runs = runs.copy()
+    if accuracy in ("top1", "top5"):
+        runs["acc"] = runs[accuracy]
+        return runs
+    key, _, metric = accuracy.partition(":")
+    metric = metric or "top1"
+    if "@" not in key or metric not in ("top1", "top5", "mean_class_accuracy"):
+        raise VivitError(f"--accuracy {accuracy!r}: use top1, top5, or an eval.json key like val@4x3[:top5]")
+
+    def pick(ev):
+        entry = ev.get(key) if isinstance(ev, dict) else None
+        value = entry.get(metric) if isinstance(entry, dict) else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+    runs["acc"] = [pick(ev) if st == DONE else math.nan for ev, st in zip(runs["eval"], runs["status"])]
+    pending = (runs["status"] == DONE) & runs["acc"].isna()
+    runs.loc[pending, "status"] = RUNNING
+    return runs
+
+
+def runtime_ms(run) -> float:
+    """Inference ms per clip: the benchmarked forward time if the run recorded one, else 1000 / eval clips per s."""
+    if run["forward_ms_per_clip"] is not None and not _isnan(run["forward_ms_per_clip"]):
+        return float(run["forward_ms_per_clip"])
+    evals = run["eval"] if isinstance(run["eval"], dict) else {}
+    for key in sorted(evals):
+        entry = evals[key]
+        if isinstance(entry, dict):
+            if isinstance(entry.get("forward_ms_per_clip"), (int, float)):
+                return float(entry["forward_ms_per_clip"])
+            if isinstance(entry.get("clips_per_s"), (int, float)) and entry["clips_per_s"] > 0:
+                return 1000.0 / float(entry["clips_per_s"])
+    return math.nan
+
+
+def _isnan(x) -> bool:
+    try:
+        return math.isnan(float(x))
+    except (TypeError, ValueError):
+        return True
+
+
+def _mean(values) -> float:
+    xs = [float(v) for v in values if not _isnan(v)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _metric_values(metric: str, runs) -> float:
+    if metric == "gflops":
+        return _mean(runs["gflops"])
+    if metric == "params":
+        return _mean(runs["params"]) / 1e6
+    if metric == "runtime":
+        return _mean([runtime_ms(r) for _, r in runs.iterrows()])
+    raise ValueError(metric)
+
+
+def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accuracy: str = "top1") -> Report:
+    """The report of one table from every run in the store (`store.load_runs`)."""
+    import pandas as pd
+
+    runs = all_runs[all_runs["table"] == spec.name]
+    runs = select_accuracy(runs, accuracy)
+    rows = _ordered(spec.rows, runs["row"].tolist(), spec.numeric_rows)
+    columns = _ordered(spec.columns, runs["column"].dropna().tolist(), False)
+
+    cell_records = []
+    for row in rows:
+        for column in columns:
+            sel = runs[(runs["row"] == row) & (runs["column"] == column)]
+            done = sel[sel["status"] == DONE]
+            n_failed = int((sel["status"] == FAILED).sum())
+            n_running = int((sel["status"] == RUNNING).sum())
+            st = seed_stats(done["acc"].tolist())
+            errors = sorted({e for e in sel.loc[sel["status"] == FAILED, "error"] if e})
+            cell_records.append({
+                "row": row, "column": column, "status": cell_state(st["n"], n_failed, n_running),
+                "mean": st["mean"], "std": st["std"], "ci95": st["ci95"], "n": st["n"],
+                "failed": n_failed, "running": n_running,
+                "seeds": sorted(int(s) for s in done["seed"].dropna()), "errors": errors,
+            })
+    cells = pd.DataFrame.from_records(cell_records, columns=["row", "column", "status", "mean", "std", "ci95", "n",
+                                                             "failed", "running", "seeds", "errors"])
+
+    paper_only = [r for p in spec.paper for r in p.values if r not in rows]
+    display_rows = _ordered(rows, paper_only, spec.numeric_rows) if paper_only else rows
+    frame = _frame(spec, display_rows, columns, cells, runs)
+    done_runs = runs[runs["status"] == DONE]
+    devices = sorted({str(d) for d in done_runs["device"] if d})
+    notes = list(stats.notes()) if stats else []
+    if spec.paper_note:
+        notes.append(spec.paper_note)
+    return Report(spec=spec, rows=rows, display_rows=display_rows, columns=columns, cells=cells, frame=frame, runs=runs, devices=devices,
+                  notes=notes, accuracy=accuracy)
+
+
+def _frame(spec, rows, columns, cells, runs):
+    """One line per table row: per column mean/std/ci95/n/status, the metrics, then the paper's numbers."""
+    import pandas as pd
+
+    done = runs[runs["status"] == DONE]
+    records = []
+    for row in rows:
+        rec = {"row": row}
+        for column in columns:
+            match = cells[(cells["row"] == row) & (cells["column"] == column)]
+            c = match.iloc[0] if len(match) else {"mean": math.nan, "std": math.nan, "ci95": math.nan, "n": 0,
+                                                  "failed": 0, "running": 0, "status": NOT_RUN}
+            for k in ("mean", "std", "ci95", "n", "failed", "running", "status"):
+                rec[f"{column}_{k}"] = c[k]
+        for metric in spec.metrics:
+            if spec.metrics_per_column:
+                for column in columns:
+                    sel = done[(done["row"] == row) & (done["column"] == column)]
+                    rec[f"{column}_{metric}"] = _metric_values(metric, sel)
+            else:
+                sel = done[done["row"] == row]
+                if spec.metric_source is not None and (sel["column"] == spec.metric_source).any():
+                    sel = sel[sel["column"] == spec.metric_source]
+                rec[metric] = _metric_values(metric, sel)
+        for paper in spec.paper:
+            rec[paper.label] = paper.values.get(row, math.nan)
+        records.append(rec)
+    frame = pd.DataFrame.from_records(records)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["row"])
+    return frame
+
+
+def completeness(spec: tables.TableSpec, all_runs) -> dict:
+    """Cells done / total and runs by state, for `vivit report` with no table."""
+    rep = build(spec, all_runs)
+    runs = rep.runs
+    return {
+        "table": spec.name, "title": spec.title, "cells_done": rep.cells_done, "cells_total": rep.cells_total,
+        "cells_partial": int((rep.cells["status"] == PARTIAL).sum()),
+        "cells_failed": int((rep.cells["status"] == FAILED).sum()),
+        "runs_done": int((runs["status"] == DONE).sum()), "runs_failed": int((runs["status"] == FAILED).sum()),
+        "runs_running": int((runs["status"] == RUNNING).sum()),
+    }

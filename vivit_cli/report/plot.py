@@ -1,0 +1,144 @@
+"""The figure that fits each table: accuracy vs GFLOPs (model variants), accuracy vs a number (L_t, tubelet
+length), or grouped bars with error bars. Ours and the paper's in separate, labelled series."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+from vivit_cli.io import atomic_write_bytes
+from vivit_cli.report import tables
+from vivit_cli.report.aggregate import Report
+
+_MARKERS = "osD^v<>"
+
+
+def _figure(width: float, height: float):
+    # Figure + the Agg canvas directly: no pyplot, no global backend switch, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _series(report: Report, column: str):
+    """(row, mean, std) of each row that has a result in this column; std 0 where one seed."""
+    out = []
+    for rec in report.frame.to_dict("records"):
+        mean = rec.get(f"{column}_mean")
+        if mean is not None and not math.isnan(mean):
+            std = rec.get(f"{column}_std")
+            out.append((rec["row"], mean, 0.0 if std is None or math.isnan(std) else std))
+    return out
+
+
+def _short(row: str) -> str:
+    return row.split(":")[0] + (" ave-pool" if "pool" in row.lower() else "")
+
+
+def _paper_accuracy_columns(report: Report):
+    return [p for p in report.spec.paper if "top-1" in p.label]
+
+
+def _plot_flops(report: Report, fig) -> None:
+    paper_flops = next((p for p in report.spec.paper if "GFLOPs" in p.label), None)
+    axes = fig.subplots(1, 2 if paper_flops else 1, squeeze=False)[0]
+    ax = axes[0]
+    gflops = {rec["row"]: rec.get("gflops") for rec in report.frame.to_dict("records")}
+    for i, column in enumerate(report.columns):
+        pts = [(gflops.get(r), m, s, r) for r, m, s in _series(report, column)
+               if gflops.get(r) is not None and not math.isnan(gflops.get(r))]
+        if not pts:
+            continue
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt=_MARKERS[i % 7],
+                    capsize=3, label=report.spec.column_label(column))
+        for x, y, _s, r in pts:
+            ax.annotate(_short(r), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("GFLOPs per clip (ours)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("Ours (mean ± std over seeds)")
+    if ax.has_data():
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
+    if paper_flops:
+        ax = axes[1]
+        for i, paper in enumerate(_paper_accuracy_columns(report)):
+            pts = [(paper_flops.values[r], v, r) for r, v in paper.values.items() if r in paper_flops.values]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], _MARKERS[i % 7], mfc="none", label=paper.label)
+            for x, y, r in pts:
+                ax.annotate(_short(r), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel("GFLOPs per clip (paper, ViViT-B/16x2)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title("Paper (Table 2)")
+        ax.legend(fontsize=8)
+
+
+def _plot_line(report: Report, fig) -> None:
+    ax = fig.subplots()
+    rows = report.display_rows
+    xs = {r: tables.row_number(r) for r in rows}
+    for i, column in enumerate(report.columns):
+        pts = sorted((xs[r], m, s) for r, m, s in _series(report, column) if xs.get(r) is not None)
+        if pts:
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                        marker=_MARKERS[i % 7], capsize=3, label=f"ours: {report.spec.column_label(column)}")
+    for i, paper in enumerate(_paper_accuracy_columns(report)):
+        pts = sorted((xs.get(r) if r in xs else tables.row_number(r), v) for r, v in paper.values.items())
+        pts = [p for p in pts if p[0] is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="--", marker=_MARKERS[i % 7], mfc="none",
+                label=paper.label)
+    ticks = sorted({x for x in xs.values() if x is not None})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([next(r for r in rows if xs[r] == t).split("=")[-1] for t in ticks])
+    ax.set_xlabel(report.spec.row_header)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(report.spec.title, fontsize=10)
+    if ax.has_data():
+        ax.legend(fontsize=8)
+
+
+def _plot_bars(report: Report, fig) -> None:
+    ax = fig.subplots()
+    rows = report.display_rows
+    papers = _paper_accuracy_columns(report)
+    groups = len(report.columns) + len(papers)
+    width = 0.8 / max(groups, 1)
+    recs = {r["row"]: r for r in report.frame.to_dict("records")}
+    for i, column in enumerate(report.columns):
+        offset = (i - (groups - 1) / 2) * width
+        for j, row in enumerate(rows):
+            rec = recs[row]
+            mean, std, status = rec[f"{column}_mean"], rec[f"{column}_std"], rec[f"{column}_status"]
+            if math.isnan(mean):
+                ax.text(j + offset, 0, status, rotation=90, ha="center", va="bottom", fontsize=7, color="grey")
+                continue
+            ax.bar(j + offset, mean, width, yerr=0 if math.isnan(std) else std, capsize=3, color=f"C{i}",
+                   label=f"ours: {report.spec.column_label(column)}")
+    for k, paper in enumerate(papers):
+        offset = (len(report.columns) + k - (groups - 1) / 2) * width
+        xs = [j + offset for j, row in enumerate(rows) if row in paper.values]
+        ys = [paper.values[row] for row in rows if row in paper.values]
+        ax.bar(xs, ys, width, color="none", edgecolor=f"C{len(report.columns) + k}", hatch="//", label=paper.label)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(report.spec.title, fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), fontsize=8)
+
+
+def plot(report: Report, path: str | os.PathLike) -> None:
+    """Writes the table's figure as a PNG, atomically."""
+    kind = report.spec.plot
+    fig = _figure(10 if kind == "flops" and any("GFLOPs" in p.label for p in report.spec.paper) else 7, 4.5)
+    {"flops": _plot_flops, "line": _plot_line}.get(kind, _plot_bars)(report, fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())

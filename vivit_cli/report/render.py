@@ -1,0 +1,256 @@
+"""Renders a Report: rich (terminal), markdown, CSV, LaTeX (booktabs) and JSON.
+
+Every form shows the same cells: the mean over seeds with its spread and seed count, the state of cells without a
+result (missing, running, failed), and the paper's numbers in their own, labelled columns.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+from vivit_cli.report import tables
+from vivit_cli.report.aggregate import DONE, FAILED, MISSING, NOT_RUN, PARTIAL, RUNNING, Report
+
+FORMATS = ("table", "markdown", "csv", "latex", "json")
+SPREADS = ("std", "ci95")
+DASH = "—"
+
+
+def _nan(x) -> bool:
+    try:
+        return x is None or math.isnan(float(x))
+    except (TypeError, ValueError):
+        return True
+
+
+def number(x) -> str:
+    """Metric values span 0.01 GFLOPs (CPU models) to 455 (ViViT-B): keep about three significant digits."""
+    if _nan(x):
+        return DASH
+    x = float(x)
+    if abs(x) >= 100:
+        return f"{x:.1f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def accuracy_text(rec: dict, column: str, spread: str = "std", pm: str = "±") -> str:
+    """`52.3 ± 1.2 (n=3)`, with failed/running seeds named; or the state of a cell that has no result."""
+    status = rec[f"{column}_status"]
+    n = int(rec[f"{column}_n"])
+    if status == NOT_RUN:
+        return DASH
+    if status == MISSING:
+        return "missing"
+    counts = int(rec[f"{column}_failed"]), int(rec[f"{column}_running"])
+    if status in (RUNNING, FAILED):
+        k = counts[1] if status == RUNNING else counts[0]
+        return f"{status} ({k})" if k else status
+    mean, sd = rec[f"{column}_mean"], rec[f"{column}_{spread}"]
+    text = f"{mean:.1f}" if _nan(sd) else f"{mean:.1f} {pm} {sd:.1f}"
+    extra = [f"n={n}"]
+    if status == PARTIAL:
+        extra += [f"{k} {what}" for k, what in zip(counts, ("failed", "running")) if k]
+    return f"{text} ({', '.join(extra)})"
+
+
+def _records(report: Report) -> list[dict]:
+    return report.frame.to_dict("records")
+
+
+def header_and_rows(report: Report, spread: str = "std", pm: str = "±") -> tuple[list[str], list[list[str]], list[str]]:
+    """Display headers, cell strings, and the kind of each column (row / ours / paper) for styling."""
+    spec = report.spec
+    headers, kinds = [spec.row_header], ["row"]
+    for column in report.columns:
+        headers.append(spec.column_label(column))
+        kinds.append("ours")
+    metric_columns = []
+    for metric in spec.metrics:
+        label = tables.METRICS[metric]
+        if metric == "runtime" and len(report.devices) == 1:
+            label = f"Runtime (ms/clip, {report.devices[0]})"
+        if spec.metrics_per_column:
+            for column in report.columns:
+                metric_columns.append((f"{column}_{metric}", f"{column} {label}"))
+        else:
+            metric_columns.append((metric, label))
+    for key, label in metric_columns:
+        headers.append(label)
+        kinds.append("ours")
+    for paper in spec.paper:
+        headers.append(paper.label)
+        kinds.append("paper")
+    body = []
+    for rec in _records(report):
+        line = [rec["row"]]
+        line += [accuracy_text(rec, c, spread, pm) for c in report.columns]
+        line += [number(rec.get(key)) for key, _ in metric_columns]
+        # The paper prints one decimal everywhere.
+        line += [DASH if _nan(rec.get(p.label)) else f"{float(rec[p.label]):.1f}" for p in spec.paper]
+        body.append(line)
+    return headers, body, kinds
+
+
+def footnotes(report: Report, spread: str = "std") -> list[str]:
+    what = "sample std" if spread == "std" else "95% t-interval half width"
+    acc = "top-1" if report.accuracy == "top1" else report.accuracy
+    notes = [f"Ours: {acc} accuracy in %, mean over seeds ± {what} (n = seeds done); "
+             f"runs read from summary.json{'' if report.accuracy in ('top1', 'top5') else ' and eval.json'}."]
+    for paper in report.spec.paper:
+        notes.append(f"{paper.label}: {paper.benchmark}.")
+    notes += report.notes
+    errors = sorted({e for errs in report.cells["errors"] for e in errs})
+    for err in errors[:5]:
+        notes.append(f"failed run: {err}")
+    return notes
+
+
+# ---- formats -------------------------------------------------------------------------------------------------
+
+
+def to_markdown(report: Report, spread: str = "std") -> str:
+    headers, body, kinds = header_and_rows(report, spread)
+    out = [f"### {report.spec.title}", ""]
+    out.append("| " + " | ".join(_md(h) for h in headers) + " |")
+    out.append("|" + "|".join("---" if k == "row" else "---:" for k in kinds) + "|")
+    for line in body:
+        out.append("| " + " | ".join(_md(x) for x in line) + " |")
+    out.append("")
+    out += [f"- {_md(n)}" for n in footnotes(report, spread)]
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def to_csv(report: Report) -> str:
+    buf = io.StringIO()
+    report.frame.to_csv(buf, index=False, float_format="%.6g")
+    return buf.getvalue()
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", DASH: "--",
+                  "±": r"$\pm$", "→": r"$\to$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def to_latex(report: Report, spread: str = "std") -> str:
+    """A booktabs tabular, ready to `\\input` inside a table environment (needs \\usepackage{booktabs})."""
+    headers, body, kinds = header_and_rows(report, spread)
+    spec = "l" + "".join("l" if k == "row" else "r" for k in kinds[1:])
+    n_ours = sum(k == "ours" for k in kinds)
+    n_paper = sum(k == "paper" for k in kinds)
+    lines = [f"% {latex_escape(report.spec.title)} -- generated by `vivit report --table {report.spec.name}`",
+             f"\\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    if n_paper:
+        # A group header makes it impossible to confuse our numbers with the paper's.
+        lines.append(f" & \\multicolumn{{{n_ours}}}{{c}}{{Ours}} & \\multicolumn{{{n_paper}}}{{c}}{{Paper}} \\\\")
+        lines.append(f"\\cmidrule(lr){{2-{1 + n_ours}}} \\cmidrule(lr){{{2 + n_ours}-{1 + n_ours + n_paper}}}")
+    lines.append(" & ".join(latex_escape(h) for h in headers) + r" \\")
+    lines.append(r"\midrule")
+    for line in body:
+        lines.append(" & ".join(latex_escape(x) for x in line) + r" \\")
+    lines.append(r"\bottomrule")
+    lines.append(r"\end{tabular}")
+    lines += [f"% {latex_escape(n)}" for n in footnotes(report, spread)]
+    return "\n".join(lines) + "\n"
+
+
+def _clean(x):
+    """JSON has no NaN: missing numbers become null."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if hasattr(x, "item"):  # numpy scalars
+        return _clean(x.item())
+    return x
+
+
+def to_dict(report: Report, spread: str = "std") -> dict:
+    spec = report.spec
+    recs = {r["row"]: r for r in report.frame.to_dict("records")}
+    cells = {(c["row"], c["column"]): c for c in report.cells.to_dict("records")}
+    rows = []
+    for row in report.display_rows:
+        rec = recs[row]
+        entry = {"row": row, "cells": {}, "metrics": {}, "paper": {}}
+        for column in report.columns:
+            c = cells.get((row, column))
+            if c is None:
+                entry["cells"][column] = {"status": NOT_RUN}
+                continue
+            entry["cells"][column] = {k: _clean(c[k]) for k in ("status", "mean", "std", "ci95", "n", "failed",
+                                                                 "running")}
+            entry["cells"][column]["seeds"] = [int(s) for s in c["seeds"]]
+            entry["cells"][column]["errors"] = list(c["errors"])
+        for metric in spec.metrics:
+            keys = [f"{c}_{metric}" for c in report.columns] if spec.metrics_per_column else [metric]
+            for key in keys:
+                entry["metrics"][key] = _clean(rec.get(key))
+        for paper in spec.paper:
+            entry["paper"][paper.label] = _clean(rec.get(paper.label))
+        rows.append(entry)
+    return {
+        "table": spec.name, "title": spec.title, "accuracy": report.accuracy, "unit": "percent",
+        "spread": spread, "columns": {c: spec.column_label(c) for c in report.columns},
+        "metrics": {m: tables.METRICS[m] for m in spec.metrics}, "devices": report.devices,
+        "paper": [{"label": p.label, "benchmark": p.benchmark} for p in spec.paper],
+        "paper_note": spec.paper_note or None,
+        "cells_done": report.cells_done, "cells_total": report.cells_total,
+        "rows": rows, "notes": footnotes(report, spread),
+    }
+
+
+def to_json(report: Report, spread: str = "std") -> str:
+    return json.dumps(to_dict(report, spread), indent=2) + "\n"
+
+
+_STYLE = {DONE: "", PARTIAL: "yellow", RUNNING: "yellow", FAILED: "red", MISSING: "dim", NOT_RUN: "dim"}
+
+
+def to_rich(report: Report, spread: str = "std"):
+    """A rich Table (printed by the CLI) with the notes as its caption."""
+    from rich.table import Table
+    from rich.text import Text
+
+    headers, body, kinds = header_and_rows(report, spread)
+    table = Table(title=f"{report.spec.title}  [{report.cells_done}/{report.cells_total} cells done]",
+                  caption="\n".join(footnotes(report, spread)), caption_justify="left")
+    for i, (header, kind) in enumerate(zip(headers, kinds)):
+        # Headers may wrap; "52.3 ± 1.2 (n=3)" should not break across lines.
+        widest = max((len(line[i]) for line in body), default=0)
+        table.add_column(header, justify="left" if kind == "row" else "right", min_width=min(widest, 24),
+                         style="italic cyan" if kind == "paper" else None, no_wrap=kind == "row")
+    statuses = [[r.get(f"{c}_status") for c in report.columns] for r in _records(report)]
+    for line, sts in zip(body, statuses):
+        cells = [line[0]]
+        for text, st in zip(line[1:1 + len(sts)], sts):
+            cells.append(Text(text, style=_STYLE.get(st, "")))
+        cells += line[1 + len(sts):]
+        table.add_row(*cells)
+    return table
+
+
+def render(report: Report, fmt: str, spread: str = "std") -> str:
+    """Any text format; `table` gives rich's rendering without colour (for --out)."""
+    if fmt == "markdown":
+        return to_markdown(report, spread)
+    if fmt == "csv":
+        return to_csv(report)
+    if fmt == "latex":
+        return to_latex(report, spread)
+    if fmt == "json":
+        return to_json(report, spread)
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(to_rich(report, spread))
+    return console.file.getvalue()

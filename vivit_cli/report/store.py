@@ -1,0 +1,139 @@
+"""Reads the run store (`results/<grid>/<run-id>/`) into one pandas row per run.
+
+A sweep may be writing to the same folder while we read it: any file that is missing or not valid JSON yet is
+treated as "not written yet", never as an error, so a report never crashes on a half-written run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vivit_cli.errors import VivitError
+from vivit_cli.io import read_json
+from vivit_cli.report import tables
+
+# One row of `load_runs`'s DataFrame, in this column order.
+RUN_COLUMNS = ("grid", "run_id", "table", "cell", "row", "column", "seed", "status", "top1", "top5", "params",
+               "gflops", "forward_ms_per_clip", "device", "steps", "train_seconds", "error", "eval", "mtime", "path")
+
+DONE, FAILED, RUNNING = "done", "failed", "running"
+
+
+@dataclass
+class LoadStats:
+    """Folders that hold no usable run: counted and reported, never silently dropped."""
+
+    no_cell: list[str] = field(default_factory=list)  # run folders without a readable cell.json
+    superseded: int = 0  # older runs of the same table/row/column/seed (a rerun with another config)
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.no_cell:
+            out.append(f"{len(self.no_cell)} run folder(s) without a readable cell.json ignored "
+                       f"(e.g. {self.no_cell[0]})")
+        if self.superseded:
+            out.append(f"{self.superseded} older run(s) of the same cell and seed superseded by newer ones")
+        return out
+
+
+def _float(value):
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _first_line(text) -> str | None:
+    lines = str(text).strip().splitlines() if text is not None else []
+    return lines[0][:300] if lines else None
+
+
+def _run_record(grid: str, run_dir: Path, cell: dict) -> dict:
+    summary = read_json(run_dir / "summary.json")
+    if not isinstance(summary, dict):
+        summary = {}
+    status = summary.get("status")
+    top1 = _float(summary.get("top1"))
+    if status == "done" and top1 is None:
+        status = FAILED  # a "done" run with no accuracy cannot be reported as one
+        summary.setdefault("error", "summary.json says done but has no top1")
+    elif status not in (DONE, FAILED):
+        status = RUNNING  # no summary yet (running, interrupted, or half-written): the sweep will finish it
+    evals = read_json(run_dir / "eval.json")
+    try:
+        mtime = (run_dir / "summary.json").stat().st_mtime if summary else (run_dir / "cell.json").stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    seed = cell.get("seed")
+    return {
+        "grid": grid,
+        "run_id": str(cell.get("run_id") or run_dir.name),
+        "table": cell.get("table") or tables.table_for_grid(grid),
+        "cell": cell.get("cell"),
+        "row": None if cell.get("row") is None else str(cell["row"]),
+        "column": None if cell.get("column") is None else str(cell["column"]),
+        "seed": int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None,
+        "status": status,
+        "top1": top1 if status == DONE else None,
+        "top5": _float(summary.get("top5")) if status == DONE else None,
+        "params": _float(summary.get("params")),
+        "gflops": _float(summary.get("gflops")),
+        "forward_ms_per_clip": _float(summary.get("forward_ms_per_clip")),
+        "device": summary.get("device"),
+        "steps": _float(summary.get("steps")),
+        "train_seconds": _float(summary.get("train_seconds")),
+        "error": _first_line(summary.get("error")),
+        "eval": evals if isinstance(evals, dict) else {},
+        "mtime": mtime,
+        "path": str(run_dir),
+    }
+
+
+def _run_dirs(root: Path):
+    """(grid, run folder) pairs; hidden and temp folders (names starting with . or _) are skipped."""
+    for grid_dir in sorted(root.iterdir()):
+        if not grid_dir.is_dir() or grid_dir.name[0] in "._":
+            continue
+        for run_dir in sorted(grid_dir.iterdir()):
+            if run_dir.is_dir() and run_dir.name[0] not in "._":
+                yield grid_dir.name, run_dir
+
+
+def load_runs(results_dir: str | os.PathLike):
+    """All runs under `results_dir` as a DataFrame (RUN_COLUMNS) and the LoadStats of what was skipped."""
+    import pandas as pd
+
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise VivitError(f"results dir {str(root)!r} does not exist (run `vivit sweep GRID` first, or pass --results)")
+    stats = LoadStats()
+    records = []
+    for grid, run_dir in _run_dirs(root):
+        cell = read_json(run_dir / "cell.json")
+        if not isinstance(cell, dict) or cell.get("row") is None:
+            stats.no_cell.append(f"{grid}/{run_dir.name}")
+            continue
+        records.append(_run_record(grid, run_dir, cell))
+    frame = pd.DataFrame.from_records(records, columns=list(RUN_COLUMNS))
+    frame, stats.superseded = _drop_superseded(frame)
+    return frame, stats
+
+
+def _drop_superseded(frame):
+    """Keeps the newest run per (table, row, column, seed).
+
+    Two run folders land on the same seed of the same cell only when a grid is rerun with other overrides (so
+    other run ids): averaging both would mix two different experiments, and the newer one is what the user asked for.
+    """
+    import pandas as pd
+
+    if frame.empty:
+        return frame, 0
+    keyed = frame[frame["seed"].notna()]
+    ordered = keyed.sort_values(["mtime", "run_id"], ascending=[False, True], kind="stable")
+    kept = ordered.drop_duplicates(["table", "row", "column", "seed"], keep="first")
+    out = pd.concat([kept, frame[frame["seed"].isna()]])
+    out = out.sort_values(["grid", "run_id"], kind="stable").reset_index(drop=True)
+    return out, len(keyed) - len(kept)
