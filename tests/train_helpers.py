@@ -1,0 +1,127 @@
+"""Shared by the training tests: a tiny learnable synthetic video task (until/unless the embedded data is
+wanted), a fast config, and a runner for subprocess tests (multi-device, multi-process, kill -9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+# A config that compiles and trains in about a second on 2 cores.
+FAST = ["model.hidden=32", "model.layers=1", "model.heads=2", "model.mlp=64", "data.frames=4", "data.crop=16",
+        "model.tubelet=2x8x8", "train.batch_size=8", "train.steps=8", "train.warmup_steps=2", "train.lr=0.003",
+        "run.log_every=1", "run.checkpoint_every=4"]
+
+
+def synthetic_clips(n: int, frames: int, crop: int, seed: int, classes: int = 4):
+    """A bright 4x4 square moving in one of `classes` directions on noise; label = direction."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n).astype(np.int32)
+    video = rng.uniform(-1, -0.6, (n, frames, crop, crop, 3)).astype(np.float32)
+    moves = [(0, 1), (1, 0), (0, -1), (-1, 0)]
+    for i in range(n):
+        dy, dx = moves[labels[i] % 4]
+        y, x = rng.integers(4, crop - 8, 2)
+        for t in range(frames):
+            yy, xx = (y + dy * t) % (crop - 4), (x + dx * t) % (crop - 4)
+            video[i, t, yy:yy + 4, xx:xx + 4] = 1.0
+    return video, labels
+
+
+class SyntheticTask:
+    """Satisfies the train loop's task interface (the same as `data.train_iterator`/`eval_iterator`)."""
+
+    kind = "video"
+
+    def __init__(self, cfg, n_train: int = 256, n_eval: int = 40):
+        from vivit_cli.train.tasks import ArrayIterator
+
+        self._ArrayIterator = ArrayIterator
+        self.num_classes = 4
+        self.splits = {"train": synthetic_clips(n_train, cfg.data.frames, cfg.data.crop, 0),
+                       "val": synthetic_clips(n_eval, cfg.data.frames, cfg.data.crop, 1)}
+
+    def train_iterator(self, cfg, *, batch_size, shard_index, shard_count, seed):
+        video, labels = self.splits["train"]
+        it = self._ArrayIterator(video, labels, batch_size=batch_size, shard_index=shard_index,
+                                 shard_count=shard_count, seed=seed)
+        return _Unsqueezed(it)
+
+    def eval_iterator(self, cfg, *, split, views, batch_size, shard_index, shard_count):
+        video, labels = self.splits[split]
+        v = views[0] * views[1]
+        idx = np.arange(shard_index, len(labels), shard_count)
+        for s in range(0, len(idx), batch_size):
+            chunk = idx[s:s + batch_size]
+            take = np.concatenate([chunk, np.zeros(batch_size - len(chunk), np.int64)])
+            yield {"video": np.repeat(video[take][:, None], v, axis=1), "label": labels[take],
+                   "index": take.astype(np.int32), "mask": np.arange(batch_size) < len(chunk)}
+
+    def num_examples(self, split):
+        return len(self.splits[split][1])
+
+
+class _Unsqueezed:
+    """ArrayIterator yields one-frame clips from images; here the arrays are already clips."""
+
+    def __init__(self, it):
+        self.it = it
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        b = next(self.it)
+        return {"video": b["video"][:, 0], "label": b["label"]}
+
+    def get_state(self):
+        return self.it.get_state()
+
+    def set_state(self, s):
+        self.it.set_state(s)
+
+
+def build(extra=(), preset=None):
+    from vivit_cli import config
+
+    return config.build(list(FAST) + list(extra), preset=preset)
+
+
+def run_synthetic(workdir, extra=()):
+    """In-process training on the synthetic task."""
+    from vivit_cli import train
+
+    cfg = build(extra)
+    return train.run(cfg, workdir, task=SyntheticTask(cfg))
+
+
+RUNNER = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import train_helpers as h
+summary = h.run_synthetic(sys.argv[1], json.loads(sys.argv[2]))
+print("SUMMARY", json.dumps(summary))
+"""
+
+
+def subprocess_run(workdir, extra=(), env=None, timeout=120, wait=True):
+    """Runs `run_synthetic` in a fresh Python process (its own device count / distributed setup)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    e.setdefault("JAX_PLATFORMS", "cpu")
+    cmd = [PY, "-c", RUNNER.format(tests=str(ROOT / "tests")), str(workdir), json.dumps(list(extra))]
+    if not wait:
+        return subprocess.Popen(cmd, env=e, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=e, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def losses(workdir) -> list[float]:
+    rows = [json.loads(line) for line in Path(workdir, "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]

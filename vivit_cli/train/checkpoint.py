@@ -1,0 +1,216 @@
+"""Checkpoints: Orbax `CheckpointManager` folders under `<workdir>/checkpoints/<step>/`.
+
+Each step folder holds three items:
+  params/     the model parameters (float32)
+  opt_state/  the optimizer state
+  meta/       JSON: step, rng key data, every process's data-iterator state, train_seconds, config hash
+
+Why this is preemption-safe: Orbax writes a step into `<step>.orbax-checkpoint-tmp/` and renames it into
+place only when complete, and it deletes old steps (beyond `run.keep_checkpoints`) only after a newer one is
+finalised. A kill at any moment therefore leaves the previous complete step. A latest step that still fails
+to restore (a disk error, a copy that lost files) is skipped with a warning and the previous one used.
+
+`load(path)` is the read-only entry point for eval/predict/init_from; see its docstring for what `path` may be.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from vivit_cli.errors import VivitError
+
+log = logging.getLogger(__name__)
+
+ITEMS = ("params", "opt_state", "meta")
+
+
+def _quiet_absl() -> None:
+    # Orbax logs every save at INFO through absl; the run's own log says what matters.
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:  # pragma: no cover - absl comes with orbax
+        pass
+
+
+class Checkpointer:
+    """Thin wrapper: save (params, opt_state, meta) together; restore the newest step that is readable."""
+
+    def __init__(self, directory: str | Path, keep: int, async_save: bool = True):
+        import orbax.checkpoint as ocp
+
+        _quiet_absl()
+        self._ocp = ocp
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+                                               cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: dict, meta: dict) -> None:
+        """Starts saving `step`; device buffers are copied before this returns, so the caller may donate them."""
+        ocp = self._ocp
+        if step in self.manager.all_steps():
+            return  # e.g. a final save right after a periodic one
+        self.manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state["params"]),
+            opt_state=ocp.args.StandardSave(state["opt_state"]),
+            meta=ocp.args.JsonSave(meta)), force=True)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def restore_latest(self, abstract_state: dict) -> tuple[dict, dict] | None:
+        """(state, meta) of the newest readable step, or None when there is none.
+
+        `abstract_state` carries shapes, dtypes and shardings, so arrays come back already laid out on the
+        current mesh (which may differ from the one that saved them) and optax states keep their types.
+        Unreadable newer steps are deleted once an older one restores: they would otherwise shadow the
+        steps this run writes next.
+        """
+        ocp = self._ocp
+        bad: list[int] = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                out = self.manager.restore(step, args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(abstract_state["params"]),
+                    opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
+                    meta=ocp.args.JsonRestore()))
+                meta = dict(out["meta"])
+                if int(meta.get("step", -1)) != step:
+                    raise ValueError(f"meta says step {meta.get('step')}")
+            except Exception as e:  # noqa: BLE001 - any failure means "this step is unusable"
+                msg = f"checkpoint {self.directory / str(step)} is unreadable ({type(e).__name__}: " \
+                      f"{str(e).splitlines()[0][:200] if str(e) else ''}); falling back to the previous one"
+                warnings.warn(msg, stacklevel=2)
+                log.warning(msg)
+                bad.append(step)
+                continue
+            for b in bad:
+                self._delete(b)
+            state = {"step": None, "params": out["params"], "opt_state": out["opt_state"]}
+            return state, meta
+        for b in bad:
+            self._delete(b)
+        return None
+
+    def _delete(self, step: int) -> None:
+        try:
+            self.manager.delete(step)
+        except Exception:  # noqa: BLE001 - the folder may be too broken for orbax; remove it by hand
+            import shutil
+
+            shutil.rmtree(self.directory / str(step), ignore_errors=True)
+        self.manager.reload()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# read-only loading for eval / predict / init_from
+
+
+def _step_dirs(ckpt_root: Path) -> list[Path]:
+    return sorted((p for p in ckpt_root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: -int(p.name))
+
+
+def _restore_params(step_dir: Path):
+    """Params of one step folder as host numpy arrays, whatever mesh saved them."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    _quiet_absl()
+    item = step_dir / "params"
+    with ocp.PyTreeCheckpointer() as ckptr:
+        meta = ckptr.metadata(item)
+        tree = getattr(meta, "tree", meta)
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return ckptr.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+
+
+def _read_config(path: Path):
+    from vivit_cli import config
+
+    if not path.is_file():
+        raise VivitError(f"{path}: missing; cannot tell which model these weights belong to")
+    return config.from_json(path.read_text())
+
+
+def _load_flat_file(path: Path) -> dict:
+    """A converted reference checkpoint: `.safetensors` or `.msgpack` with "/"-joined parameter names."""
+    import numpy as np
+
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        flat = load_file(str(path))
+    elif path.suffix == ".msgpack":
+        from flax.serialization import msgpack_restore  # msgpack: plain data, no code execution
+
+        tree = msgpack_restore(path.read_bytes())
+        return tree.get("params", tree)
+    else:
+        raise VivitError(f"{path}: unsupported weights file (expected .safetensors or .msgpack)")
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = np.asarray(value)
+    return tree
+
+
+def load(path: str | Path, step: int | None = None):
+    """(cfg, params) from any of:
+
+    - a training workdir (`config.json` + `checkpoints/`): its newest readable step, or `step`;
+    - one step folder `<workdir>/checkpoints/<step>`;
+    - a converted reference checkpoint: a `.safetensors`/`.msgpack` file whose keys are "/"-joined parameter
+      paths, or a folder holding `params.safetensors`/`params.msgpack`, with a `config.json` beside it.
+
+    Params come back as a nested dict of numpy float arrays (host memory); put them on devices as needed.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise VivitError(f"{p}: no such checkpoint, run directory or weights file")
+    if p.is_file():
+        return _read_config(p.parent / "config.json"), _load_flat_file(p)
+    for name in ("params.safetensors", "params.msgpack"):
+        if (p / name).is_file():
+            return _read_config(p / "config.json"), _load_flat_file(p / name)
+    if p.name.isdigit() and (p / "params").is_dir():
+        return _read_config(p.parent.parent / "config.json"), _restore_params(p)
+    root = p / "checkpoints"
+    if not root.is_dir():
+        raise VivitError(f"{p}: not a run directory (no checkpoints/), a step folder or a weights file")
+    cfg = _read_config(p / "config.json")
+    dirs = _step_dirs(root)
+    if step is not None:
+        dirs = [d for d in dirs if int(d.name) == step]
+        if not dirs:
+            raise VivitError(f"{root}: no checkpoint for step {step}")
+    for d in dirs:
+        try:
+            return cfg, _restore_params(d)
+        except Exception as e:  # noqa: BLE001 - a broken newest step falls back to the previous one
+            warnings.warn(f"checkpoint {d} is unreadable ({type(e).__name__}); trying the previous one", stacklevel=2)
+    raise VivitError(f"{root}: no readable checkpoint")
+
+
+def read_meta(step_dir: str | Path) -> dict:
+    """The JSON meta item of a step folder (step, rng, data states, ...)."""
+    p = Path(step_dir) / "meta" / "metadata"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise VivitError(f"{step_dir}: no readable checkpoint meta ({e})") from None

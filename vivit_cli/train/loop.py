@@ -1,0 +1,401 @@
+"""The train loop: `run(cfg, workdir) -> summary`. Read it top to bottom; each banner is one stage.
+
+Where the initial state comes from, in this order (the order matters):
+  1. the workdir's own newest readable checkpoint: a preempted, killed or crashed run resumes exactly
+     (params, optimizer, step, rng and every process's data-iterator position);
+  2. `model.init_from`: an image ViT inflated into the video model, or a video checkpoint to fine-tune;
+  3. scratch (`models.init_params` from `train.seed`).
+
+A workdir whose summary.json says "done" is left alone. A SIGTERM (or, on a multi-host slice, a preemption
+notice on any host) saves a checkpoint at the next step all processes agree on and raises `Preempted`;
+a NaN/inf loss raises `TrainingFailed` and the summary says "failed" with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vivit_cli.errors import VivitError
+from vivit_cli.io import atomic_write_json, atomic_write_text, read_json
+
+from . import runtime
+from .logs import MetricsLog, Progress, itstime, note
+from .tasks import VideoTask, eval_batch_count
+
+
+class TrainingFailed(Exception):
+    """The run cannot go on (a non-finite loss); the reason goes into summary.json."""
+
+
+class Preempted(Exception):
+    """SIGTERM or a slice preemption notice: a checkpoint was saved, the run should be restarted later."""
+
+    exit_code = 143  # 128 + SIGTERM, what a scheduler expects from a terminated job
+
+
+def run_id_for(cfg, workdir: Path) -> str:
+    """The sweep's run id (cell.json) when there is one, else the config hash."""
+    from vivit_cli import config
+
+    cell = read_json(workdir / "cell.json")
+    if isinstance(cell, dict) and cell.get("run_id"):
+        return str(cell["run_id"])
+    return config.config_hash(cfg)
+
+
+def run(cfg, workdir: str | Path, *, task=None) -> dict[str, Any]:
+    """Trains `cfg` in `workdir` (created if needed) and returns the summary written to summary.json."""
+    runtime.setup()
+    from vivit_cli import config
+
+    workdir = Path(workdir).absolute()
+    main = runtime.is_main()
+
+    # ---- Done already? ---------------------------------------------------------------------------------
+    previous = read_json(workdir / "summary.json")
+    if isinstance(previous, dict) and previous.get("status") == "done":
+        note(f"{workdir}: already done (top1 {previous.get('top1')}); nothing to do", main)
+        return previous
+
+    # ---- Task and resolved config --------------------------------------------------------------------
+    task = task or VideoTask(cfg)
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, num_classes=task.num_classes))
+    config.validate(cfg)
+    saved = read_json(workdir / "config.json")
+    has_checkpoints = any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*"))
+    if isinstance(saved, dict) and has_checkpoints:
+        saved_cfg = config.from_dict(saved)
+        if config.config_hash(saved_cfg) != config.config_hash(cfg):
+            raise VivitError(f"{workdir} holds a run with a different config ({config.config_hash(saved_cfg)}, this "
+                             f"one is {config.config_hash(cfg)}): use a new --workdir")
+    if main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(workdir / "config.json", config.to_json(cfg) + "\n")
+    run_id = run_id_for(cfg, workdir)
+
+    try:
+        summary = _train(cfg, workdir, task, run_id)
+    except (Preempted, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        reason = str(e) if isinstance(e, (TrainingFailed, VivitError)) else f"{type(e).__name__}: {e}"
+        summary = _base_summary(cfg, run_id, task) | {"status": "failed", "error": reason.splitlines()[0][:500]}
+        if main:
+            atomic_write_json(workdir / "summary.json", summary)
+        if isinstance(e, TrainingFailed):
+            note(f"training failed: {reason}", main)
+            return summary
+        raise
+    return summary
+
+
+def _base_summary(cfg, run_id: str, task) -> dict[str, Any]:
+    from vivit_cli import config
+
+    return {"run_id": run_id, "config_hash": config.config_hash(cfg), "num_classes": cfg.data.num_classes,
+            "kind": getattr(task, "kind", "video"), "device": runtime.device_description()}
+
+
+class _StopFlag:
+    """Turns SIGTERM into a flag the loop polls; on several processes JAX's preemption service spreads a
+    notice to all hosts and picks a step they all reach, so every process saves the same step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if runtime.multi_process():
+            return  # the coordination service installed its own SIGTERM handling
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def due(self, step: int) -> bool:
+        if runtime.multi_process():
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+def _gather_json(value) -> list:
+    """Every process's JSON-able `value`, in process order (only process 0 writes the checkpoint meta)."""
+    import json
+
+    import jax
+
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    blob = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([blob.size], np.int32)).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[:blob.size] = blob
+    rows = multihost_utils.process_allgather(padded).reshape(len(sizes), -1)
+    return [json.loads(bytes(rows[i, :sizes[i]]).decode()) for i in range(len(sizes))]
+
+
+def _host_tree(tree):
+    import jax
+
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _train(cfg, workdir: Path, task, run_id: str) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    from vivit_cli import config, models
+
+    from . import checkpoint, init_from, mesh as mesh_lib, optim, step as step_lib
+    from .wandb_log import WandbLogger
+
+    main = runtime.is_main()
+    nc, total = cfg.data.num_classes, cfg.train.steps
+    pid, pcount = jax.process_index(), jax.process_count()
+
+    # ---- Mesh --------------------------------------------------------------------------------------
+    mesh = mesh_lib.make_mesh(cfg.train.mesh_model)
+    local_batch = mesh_lib.check_batch(mesh, cfg.train.batch_size)
+    repl, bsh = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+
+    # ---- Model and optimizer -----------------------------------------------------------------------
+    model = models.build_model(cfg, nc)
+    tx, schedule = optim.make_optimizer(cfg.train)
+    param_shapes = models.param_shapes(cfg, nc)
+    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": param_shapes,
+                "opt_state": jax.eval_shape(tx.init, param_shapes)}
+    shardings = {"step": repl, "params": mesh_lib.tree_shardings(mesh, param_shapes),
+                 "opt_state": mesh_lib.tree_shardings(mesh, abstract["opt_state"])}
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+    # ---- Initial state: own checkpoint, else init_from, else scratch ----------------------------------
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=cfg.run.keep_checkpoints)
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
+    restored = ckpt.restore_latest(abstract)
+    if restored is not None:
+        state, meta = restored
+        start = int(meta["step"])
+        state["step"] = mesh_lib.put_global(np.int32(start), repl)
+        train_rng = jnp.asarray(np.asarray(meta["rng"], np.uint32))
+        origin = f"resumed from step {start}"
+    else:
+        meta, start = {}, 0
+        params = _host_tree(models.init_params(cfg, nc, init_rng))
+        origin = "from scratch"
+        if cfg.model.init_from not in ("", "none"):
+            params, origin = init_from.initial_params(cfg, params, cfg.model.init_from)
+        params = mesh_lib.put_global(params, shardings["params"])
+        opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
+        state = {"step": mesh_lib.put_global(np.int32(0), repl), "params": params, "opt_state": opt_state}
+    train_rng = mesh_lib.put_global(np.asarray(jax.device_get(train_rng)), repl)
+
+    # ---- Input pipeline ----------------------------------------------------------------------------
+    data_it = task.train_iterator(cfg, batch_size=local_batch, shard_index=pid, shard_count=pcount,
+                                  seed=cfg.train.seed)
+    if restored is not None:
+        states = meta.get("data_states") or []
+        if len(states) != pcount:
+            raise VivitError(f"{workdir}: the checkpoint was written by {len(states)} processes, this run has "
+                             f"{pcount}; resume with the same number of processes")
+        data_it.set_state(states[pid])
+
+    # ---- Compiled steps ----------------------------------------------------------------------------
+    batch_sh = {"video": bsh, "label": bsh}
+    train_step = step_lib.compile_train_step(cfg, model, tx, schedule, nc, shardings, batch_sh, repl)
+    eval_step = step_lib.compile_eval_step(model, shardings["params"], {"video": bsh, "label": bsh, "mask": bsh},
+                                           repl)
+
+    def evaluate(params) -> dict[str, float]:
+        views = (1, 1) if task.kind == "image" else config.parse_views(cfg.data.eval_views)
+        split = cfg.data.eval_split
+        n_batches = eval_batch_count(task.num_examples(split), local_batch, pcount)
+        it = task.eval_iterator(cfg, split=split, views=views, batch_size=local_batch, shard_index=pid,
+                                shard_count=pcount)
+        frames = 1 if task.kind == "image" else cfg.data.frames
+        shape = (local_batch, 1 if task.kind == "image" else views[0] * views[1], frames, cfg.data.crop,
+                 cfg.data.crop, 3)
+        sums = []
+        for _ in range(n_batches):
+            b = next(it, None)
+            if b is None:  # this process's shard is exhausted; the others may still have clips
+                b = {"video": np.zeros(shape, np.float32), "label": np.zeros(local_batch, np.int32),
+                     "mask": np.zeros(local_batch, bool)}
+            sums.append(eval_step(params, mesh_lib.global_batch(
+                {"video": b["video"], "label": b["label"], "mask": b["mask"]}, bsh)))
+        totals = {k: float(sum(float(s[k]) for s in sums)) for k in ("top1", "top5", "count")}
+        count = max(totals["count"], 1.0)
+        return {"top1": totals["top1"] / count, "top5": totals["top5"] / count, "videos": int(totals["count"])}
+
+    # ---- Logging -----------------------------------------------------------------------------------
+    metrics_log = MetricsLog(workdir / "metrics.jsonl", resume_step=start, enabled=main)
+    wandb = WandbLogger(cfg, workdir, run_id, enabled=main)
+    title = f"{task.kind} {cfg.model.variant}" if task.kind == "video" else "image ViT"
+    note(f"{workdir.name}: {title}, {models.count_params(param_shapes):,} params, {origin}, "
+         f"{runtime.device_description()}, global batch {cfg.train.batch_size}", main)
+    progress = Progress(total, start, title, enabled=main)
+    stop = _StopFlag()
+    train_seconds = float(meta.get("train_seconds", 0.0))
+
+    def save(step: int) -> None:
+        m = {"step": step, "rng": np.asarray(jax.device_get(train_rng)).tolist(),
+             "data_states": _gather_json(data_it.get_state()), "train_seconds": train_seconds,
+             "config_hash": config.config_hash(cfg)}
+        ckpt.save(step, state, m)
+
+    # ---- Train loop --------------------------------------------------------------------------------
+    pending: list[dict] = []
+    compile_seconds, throughput = None, []
+    t_mark, steps_since = time.time(), 0
+    try:
+        for step in range(start + 1, total + 1):
+            local = next(data_it)
+            batch = mesh_lib.global_batch({"video": local["video"], "label": local["label"]}, bsh)
+            t_step = time.time()
+            state, metrics = train_step(state, batch, train_rng)
+            pending.append(metrics)
+            if compile_seconds is None:  # the first step compiles (or loads from the persistent cache)
+                jax.block_until_ready(metrics)
+                compile_seconds = time.time() - t_step
+                train_seconds += time.time() - t_mark
+                t_mark, steps_since = time.time(), 0
+            else:
+                steps_since += 1
+
+            preempt = stop.due(step)
+            log_now, ckpt_now = itstime(step, cfg.run.log_every, total), itstime(step, cfg.run.checkpoint_every, total)
+            eval_now = cfg.train.eval_every > 0 and itstime(step, cfg.train.eval_every, total) and step < total
+            if log_now or ckpt_now or eval_now or preempt:
+                # One host transfer per interval: the metrics of every step since the last one, so no
+                # non-finite loss slips past a checkpoint.
+                fetched = jax.device_get(pending)
+                pending = []
+                losses = np.array([float(m["loss"]) for m in fetched])
+                if not np.all(np.isfinite(losses)):
+                    bad = int(np.argmax(~np.isfinite(losses)))
+                    raise TrainingFailed(f"loss became {losses[bad]} at step {step - len(losses) + bad + 1}")
+                now = time.time()
+                train_seconds += now - t_mark
+                clips_per_s = steps_since * cfg.train.batch_size / max(now - t_mark, 1e-9) if steps_since else 0.0
+                if steps_since:
+                    throughput.append((steps_since, now - t_mark))
+                t_mark, steps_since = now, 0
+                record = {"step": step, "loss": float(losses.mean()), "lr": float(fetched[-1]["lr"]),
+                          "clips_per_s": round(clips_per_s, 2), "accuracy": float(fetched[-1]["accuracy"]),
+                          "grad_norm": float(fetched[-1]["grad_norm"])}
+                if eval_now:
+                    record.update(top1=evaluate(state["params"])["top1"])
+                    t_mark = time.time()
+                if log_now or eval_now:
+                    metrics_log.write(record)
+                    wandb.log(record, step)
+                    progress.update(step, record)
+                else:
+                    progress.update(step)
+                if ckpt_now or preempt:
+                    save(step)
+                if preempt:
+                    ckpt.wait()
+                    progress.message(f"preempted: checkpoint saved at step {step}")
+                    raise Preempted(f"stopped at step {step} by SIGTERM; run the same command again to resume")
+            else:
+                progress.update(step)
+        ckpt.wait()
+
+        # ---- Final evaluation and summary ------------------------------------------------------------
+        t_eval = time.time()
+        ev = evaluate(state["params"])
+        eval_seconds = time.time() - t_eval
+        steps_timed = sum(n for n, _ in throughput)
+        info = models.describe(cfg, nc)
+        summary = _base_summary(cfg, run_id, task) | {
+            "status": "done", "top1": ev["top1"], "top5": ev["top5"], "eval_split": cfg.data.eval_split,
+            "eval_views": "1x1" if task.kind == "image" else cfg.data.eval_views, "eval_videos": ev["videos"],
+            "params": int(info["params"]), "gflops": info["gflops"], "steps": total,
+            "train_seconds": round(train_seconds, 3), "eval_seconds": round(eval_seconds, 3),
+            "compile_seconds": None if compile_seconds is None else round(compile_seconds, 3),
+            "clips_per_s": round(steps_timed * cfg.train.batch_size / max(sum(t for _, t in throughput), 1e-9), 2)
+            if steps_timed else None,
+            "final_loss": None,
+        }
+        last = _last_record(workdir / "metrics.jsonl") if main else None
+        if last:
+            summary["final_loss"] = last.get("loss")
+        metrics_log.write({"step": total, "top1": ev["top1"], "top5": ev["top5"], "split": cfg.data.eval_split})
+        wandb.log({"eval/top1": ev["top1"], "eval/top5": ev["top5"]}, total)
+        wandb.finish(summary)
+        if main:
+            atomic_write_json(workdir / "summary.json", summary)  # last: its presence means "done"
+        progress.message(f"done: top1 {ev['top1']:.4f}  top5 {ev['top5']:.4f}  ({ev['videos']} {cfg.data.eval_split} "
+                         f"clips)  train {train_seconds:.1f}s")
+        return summary
+    except BaseException:
+        wandb.finish(failed=True)
+        raise
+    finally:
+        stop.restore()
+        progress.close()
+        metrics_log.close()
+        try:
+            ckpt.wait()
+            ckpt.close()
+        except Exception:  # noqa: BLE001 - never mask the original error with a shutdown one
+            pass
+
+
+def _last_record(path: Path) -> dict | None:
+    import json
+
+    try:
+        for line in reversed(path.read_text().splitlines()):
+            rec = json.loads(line)
+            if "loss" in rec:
+                return rec
+    except (OSError, json.JSONDecodeError):
+        return None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# image pretraining
+
+
+def image_config(cfg):
+    """The image ViT that `vivit pretrain-image` trains for a video config `cfg`: the same transformer, one
+    frame, 2-D patches of the tubelet's spatial size, a class token (paper Sec. 3.4: ViViT initialises from
+    an image ViT)."""
+    from vivit_cli import config
+
+    _, ph, pw = config.parse_tubelet(cfg.model.tubelet)
+    model = dataclasses.replace(cfg.model, variant="spatio_temporal", embedding="uniform_frame",
+                                tubelet=f"1x{ph}x{pw}", sampled_frames=0, init_from="none", classifier="token",
+                                init="random")
+    data = dataclasses.replace(cfg.data, frames=1, stride=1, eval_views="1x1")
+    return config.resolve(cfg.replace(model=model, data=data))
+
+
+def pretrain_image(cfg, workdir: str | Path) -> dict[str, Any]:
+    """Trains the image ViT of `cfg` on the still images of its data; `model.init_from=<workdir>` then
+    initialises video models from it."""
+    from .tasks import ImageTask
+
+    img_cfg = image_config(cfg)
+    return run(img_cfg, workdir, task=ImageTask(img_cfg))
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    return 0 if summary.get("status") == "done" else 1

@@ -1,0 +1,73 @@
+"""The train and eval steps: pure functions of (state, batch), compiled once with their shardings.
+
+The whole update (mixup, forward, backward, clipping, optimizer) is one XLA program; the state is donated so
+its buffers are reused in place, and nothing comes back to the host except the metrics when asked for.
+Randomness is `fold_in(base_rng, step)`: a resumed run draws exactly what an uninterrupted one would, and
+threefry's partitionable mode makes the draws independent of how the batch is sharded.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import losses
+
+
+def train_step(state, batch, base_rng, *, model, tx, schedule, num_classes: int, label_smoothing: float,
+               mixup_alpha: float):
+    """One SGD step. state = {"step", "params", "opt_state"}; batch = {"video" [B,T,H,W,3], "label" [B]}."""
+    rng = jax.random.fold_in(base_rng, state["step"])
+    mix_rng, drop_rng = jax.random.split(rng)
+    video, labels = batch["video"], batch["label"]
+    targets = losses.smoothed_onehot(labels, num_classes, label_smoothing)
+    if mixup_alpha > 0:
+        video, targets, _ = losses.mixup(mix_rng, video, targets, mixup_alpha)
+
+    def loss_fn(params):
+        logits = model.apply({"params": params}, video, train=True, rngs={"dropout": drop_rng})
+        return losses.softmax_xent(logits, targets), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {
+        "loss": loss,
+        "accuracy": jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32)),
+        "grad_norm": optax.global_norm(grads),
+        "lr": schedule(state["step"]),
+    }
+    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+
+def eval_step(params, batch, *, model):
+    """Sums of top-1/top-5 hits over the real (mask=True) clips of one batch of multi-view clips.
+
+    batch["video"] is [B, V, T, H, W, 3]: the softmax scores of the V views are averaged (the paper's
+    multi-view inference) before ranking.
+    """
+    video = batch["video"]
+    b, v = video.shape[:2]
+    logits = model.apply({"params": params}, video.reshape((b * v,) + video.shape[2:]), train=False)
+    scores = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).reshape(b, v, -1).mean(axis=1)
+    mask = batch["mask"].astype(jnp.float32)
+    return {
+        "top1": jnp.sum(losses.topk_correct(scores, batch["label"], 1) * mask),
+        "top5": jnp.sum(losses.topk_correct(scores, batch["label"], 5) * mask),
+        "count": jnp.sum(mask),
+    }
+
+
+def compile_train_step(cfg, model, tx, schedule, num_classes: int, state_shardings, batch_shardings, replicated):
+    fn = partial(train_step, model=model, tx=tx, schedule=schedule, num_classes=num_classes,
+                 label_smoothing=cfg.train.label_smoothing, mixup_alpha=cfg.train.mixup)
+    return jax.jit(fn, in_shardings=(state_shardings, batch_shardings, replicated),
+                   out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
+def compile_eval_step(model, param_shardings, batch_shardings, replicated):
+    return jax.jit(partial(eval_step, model=model), in_shardings=(param_shardings, batch_shardings),
+                   out_shardings=replicated)

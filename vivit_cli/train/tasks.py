@@ -1,0 +1,125 @@
+"""What the train loop trains on: clips from `vivit_cli.data` (a video task) or still images (the image ViT
+of `vivit pretrain-image`). Both give the loop the same four things: the class count, a resumable train
+iterator of per-process batches, a finite eval iterator, and the eval split's size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import numpy as np
+
+
+class VideoTask:
+    kind = "video"
+
+    def __init__(self, cfg):
+        from vivit_cli import data
+
+        self._data = data
+        self.source = data.open_source(cfg)
+        self.num_classes = int(self.source.num_classes)
+
+    def train_iterator(self, cfg, *, batch_size: int, shard_index: int, shard_count: int, seed: int):
+        return self._data.train_iterator(cfg, batch_size=batch_size, shard_index=shard_index,
+                                         shard_count=shard_count, seed=seed)
+
+    def eval_iterator(self, cfg, *, split: str, views: tuple[int, int], batch_size: int, shard_index: int,
+                      shard_count: int) -> Iterator[dict]:
+        return iter(self._data.eval_iterator(cfg, split=split, views=views, batch_size=batch_size,
+                                             shard_index=shard_index, shard_count=shard_count))
+
+    def num_examples(self, split: str) -> int:
+        return int(self.source.num_examples(split))
+
+
+class ArrayIterator:
+    """Endless shuffled batches over in-memory arrays, resumable by `get_state`/`set_state`.
+
+    The example order is one global stream (a fresh permutation per epoch from `seed`); global batch i is
+    stream[i*G:(i+1)*G] and shard p takes its p-th slice, so the global batch is the same for any number of
+    processes.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, shard_index: int = 0,
+                 shard_count: int = 1, seed: int = 0):
+        self.images, self.labels = images, labels
+        self.batch_size, self.shard_index, self.shard_count, self.seed = batch_size, shard_index, shard_count, seed
+        self.batch = 0
+        self._perm_epoch, self._perm = -1, None
+
+    def _perm_for(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+            self._perm_epoch = epoch
+        return self._perm
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        n, g = len(self.labels), self.batch_size * self.shard_count
+        start = self.batch * g + self.shard_index * self.batch_size
+        pos = np.arange(start, start + self.batch_size)
+        idx = np.array([self._perm_for(int(p // n))[p % n] for p in pos])
+        self.batch += 1
+        return {"video": self.images[idx][:, None].astype(np.float32), "label": self.labels[idx].astype(np.int32)}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"batch": self.batch, "seed": self.seed}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.batch = int(state["batch"])
+
+
+def array_eval_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, shard_index: int,
+                       shard_count: int) -> Iterator[dict]:
+    """Finite eval batches in the `data.eval_iterator` layout (one view of one frame), padded with mask=False."""
+    idx = np.arange(shard_index, len(labels), shard_count)
+    for s in range(0, len(idx), batch_size):
+        chunk = idx[s:s + batch_size]
+        pad = batch_size - len(chunk)
+        take = np.concatenate([chunk, np.zeros(pad, np.int64)]) if pad else chunk
+        yield {"video": images[take][:, None, None].astype(np.float32), "label": labels[take].astype(np.int32),
+               "index": take.astype(np.int32), "mask": np.arange(batch_size) < len(chunk)}
+
+
+class ImageTask:
+    """Still images of the chosen data (`data.still_images`) as one-frame clips for an image ViT."""
+
+    kind = "image"
+
+    def __init__(self, cfg):
+        from vivit_cli import data
+
+        self._data = data
+        self.source = data.open_source(cfg)
+        self.num_classes = int(self.source.num_classes)
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _split(self, cfg, split: str):
+        if split not in self._cache:
+            images, labels = self._data.still_images(cfg, split)
+            self._cache[split] = (np.asarray(images, np.float32), np.asarray(labels, np.int32))
+        return self._cache[split]
+
+    def train_iterator(self, cfg, *, batch_size: int, shard_index: int, shard_count: int, seed: int):
+        images, labels = self._split(cfg, cfg.data.train_split)
+        return ArrayIterator(images, labels, batch_size=batch_size, shard_index=shard_index,
+                             shard_count=shard_count, seed=seed)
+
+    def eval_iterator(self, cfg, *, split: str, views: tuple[int, int], batch_size: int, shard_index: int,
+                      shard_count: int):
+        images, labels = self._split(cfg, split)
+        return array_eval_batches(images, labels, batch_size=batch_size, shard_index=shard_index,
+                                  shard_count=shard_count)
+
+    def num_examples(self, split: str) -> int:
+        return len(self._cache[split][1]) if split in self._cache else int(self.source.num_examples(split))
+
+
+def eval_batch_count(num_examples: int, batch_size: int, shard_count: int) -> int:
+    """Batches every process runs so that all take part in each (collective) eval step: enough for the
+    largest shard of ceil(N / shards) clips."""
+    return max(1, math.ceil(math.ceil(num_examples / shard_count) / batch_size))
