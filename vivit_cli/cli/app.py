@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 # Each module adds its commands with `register(app)`; keep its top-level imports light.
-COMMAND_MODULES = ("describe", "report")
+COMMAND_MODULES = ("describe", "report", "train")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"vivit_cli.cli.{_name}").register(app)
 
