@@ -1,0 +1,75 @@
+"""The data interface of docs/DESIGN.md, taking a resolved Config."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import sources
+from . import transforms as T
+
+
+@functools.lru_cache(maxsize=8)
+def _open_cached(source: str, frames: int, stride: int, crop: int, data_dir: str | None,
+                 max_skip_fraction: float) -> sources.Source:
+    return sources.open_source(source, frames=frames, stride=stride, crop=crop, data_dir=data_dir,
+                               max_skip_fraction=max_skip_fraction)
+
+
+def open_source(cfg) -> sources.Source:
+    """The Source of `cfg.data.source` (cached per process: train and eval iterators share it)."""
+    d = cfg.data
+    return _open_cached(d.source, d.frames, d.stride, d.crop, d.data_dir, d.max_skip_fraction)
+
+
+def still_images(cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 [N, crop, crop, 3] in [-1, 1], labels int32 [N]) for image pretraining.
+
+    For the embedded data these are the middle frames of the appearance task (the digit is the label)
+    whichever task is selected: both tasks draw the same glyphs, so an image model pretrained on them
+    transfers to either. Other sources give the middle frame of each clip with the clip's label.
+    """
+    d = cfg.data
+    if d.source.startswith("embedded:"):
+        seed = d.source.split(":")[2] if d.source.count(":") >= 2 else "0"
+        src = _open_cached(f"embedded:appearance:{seed}", d.frames, d.stride, d.crop, None, 1.0)
+    else:
+        src = open_source(cfg)
+    sp = src.split(split)
+    spec = T.ClipSpec(frames=1, stride=1, crop=d.crop)
+    images = np.empty((len(sp), d.crop, d.crop, 3), np.float32)
+    keep = np.ones(len(sp), bool)
+    for i in range(len(sp)):
+        try:
+            reader = sp.reader(i)
+            frame = reader.frames(np.array([reader.num_frames // 2]))
+        except sources.DecodeError:
+            keep[i] = False
+            continue
+        images[i] = T.spatial_views(frame, spec, 1)[0][0] * np.float32(2 / 255) - np.float32(1)
+    return images[keep], np.asarray(sp.labels, np.int32)[keep]
+
+
+def describe_source(src: sources.Source) -> dict:
+    """What `vivit data inspect` prints: clips per split, classes, frame counts, resolution, failures."""
+    out = {"source": src.spec, "kind": src.kind, "num_classes": src.num_classes,
+           "label_names": list(src.label_names), "splits": {}, "decode_failures": len(src.failures),
+           "files_scanned": src.scanned, "failures": [{"file": f, "problem": p} for f, p in src.failures[:50]],
+           **({"info": src.info} if src.info else {})}
+    for name, sp in src.splits.items():
+        entry = {"clips": len(sp), "per_class": np.bincount(sp.labels, minlength=src.num_classes).tolist()
+                 if len(sp) else []}
+        if isinstance(sp, sources.VideoSplit) and sp.metas:
+            counts = np.array([m["num_frames"] for m in sp.metas])
+            entry["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
+            sizes = sorted({f"{m['width']}x{m['height']}" for m in sp.metas})
+            entry["resolutions"] = sizes[:10]
+            entry["codecs"] = sorted({m["codec"] for m in sp.metas})
+        elif len(sp):
+            reader = sp.reader(0)
+            first = reader.frames(np.array([0]))
+            entry["frames"] = {"min": reader.num_frames, "median": reader.num_frames, "max": reader.num_frames}
+            entry["resolutions"] = [f"{first.shape[2]}x{first.shape[1]}"]
+        out["splits"][name] = entry
+    return out

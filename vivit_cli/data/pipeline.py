@@ -1,0 +1,227 @@
+"""The grain input pipeline: deterministic, resumable, sharded train and eval iterators.
+
+Train: indices of this process's shard -> per-epoch shuffle -> repeat forever -> per-example random
+map (decode + crop + augment, with an RNG derived by grain from the seed and the element's position,
+so the result does not depend on worker count or timing) -> batch. Eval: every example of this
+process's shard once, in order, as T x S views, padded to full batches with mask=False rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vivit_cli.errors import VivitError
+
+from . import transforms as T
+from .sources import Source, Split
+from .video import DecodeError
+
+_SKIP = None  # what a map returns for a clip that fails to decode; filtered out before batching
+
+
+def clip_spec(cfg, *, flip: bool | None = None) -> T.ClipSpec:
+    d = cfg.data
+    if flip is None:
+        # Left/right is part of the label on the motion task, so flipping would swap labels.
+        flip = d.flip if d.flip is not None else not d.source.startswith("embedded:motion")
+    return T.ClipSpec(frames=d.frames, stride=d.stride, crop=d.crop, scale_min=d.scale_min, scale_max=d.scale_max,
+                      flip=flip, color_jitter=d.color_jitter, randaugment_layers=d.randaugment_layers,
+                      randaugment_magnitude=d.randaugment_magnitude)
+
+
+def _mark_absl_parsed() -> None:
+    # grain 0.2.18 workers read an absl flag and crash unless flags count as parsed (google/grain#1355).
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class _Skips:
+    """Counts clips that failed to decode at run time (in this process), and fails past the allowed fraction."""
+
+    def __init__(self, split: Split, max_fraction: float):
+        self.split, self.max_fraction, self.failed = split, max_fraction, {}
+
+    def record(self, index: int, problem: str) -> None:
+        self.failed[index] = problem
+        if len(self.failed) > max(1, self.max_fraction * len(self.split)):
+            where = self.split.where(index)
+            raise VivitError(f"{where}: {problem} ({len(self.failed)} of {len(self.split)} clips in split "
+                             f"{self.split.name} failed to decode, more than data.max_skip_fraction={self.max_fraction})")
+
+
+class TrainMap:
+    """index -> {"video": float32 [T, crop, crop, 3], "label": int32}, or _SKIP when the file is broken."""
+
+    def __init__(self, split: Split, spec: T.ClipSpec, max_skip_fraction: float):
+        self.split, self.spec, self.skips = split, spec, _Skips(split, max_skip_fraction)
+
+    def __call__(self, index, rng: np.random.Generator):
+        index = int(index)
+        try:
+            reader = self.split.reader(index)
+            start = T.random_start(rng, reader.num_frames, self.spec)
+            frames = reader.frames(T.frame_indices(start, self.spec, reader.num_frames))
+        except DecodeError as e:
+            self.skips.record(index, str(e))
+            return _SKIP
+        clip = T.random_crop(frames, rng, self.spec)
+        return {"video": T.augment(clip, rng, self.spec), "label": np.int32(self.split.labels[index])}
+
+
+def _is_kept(x) -> bool:
+    return x is not None
+
+
+class TrainIterator:
+    """Infinite iterator of {"video", "label"} batches with get_state()/set_state() (JSON-able dicts)."""
+
+    def __init__(self, dataset, workers: int):
+        self._dataset = dataset
+        self._workers = workers
+        self._it = iter(dataset)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        try:
+            return next(self._it)
+        except VivitError:
+            raise
+        except Exception as e:  # grain wraps errors raised in worker processes; surface ours as one line
+            cause = e
+            while cause is not None and not isinstance(cause, VivitError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is not None:
+                raise cause from None
+            raise
+
+    def get_state(self) -> dict:
+        state = self._it.get_state()
+        return state if isinstance(state, dict) else {"grain": state}
+
+    def set_state(self, state: dict) -> None:
+        self._it.set_state(state)
+
+
+def train_iterator(cfg, *, batch_size: int, shard_index: int = 0, shard_count: int = 1, seed: int | None = None,
+                   source: Source | None = None) -> TrainIterator:
+    import grain
+
+    from .api import open_source
+
+    if not 0 <= shard_index < shard_count:
+        raise VivitError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+    src = source or open_source(cfg)
+    split = src.split(cfg.data.train_split)
+    seed = cfg.train.seed if seed is None else seed
+    if len(split) < shard_count:
+        raise VivitError(f"{src.spec}: split {split.name} has {len(split)} clips, fewer than {shard_count} shards")
+    # Shard before shuffling: every process sees its own disjoint slice each epoch.
+    ds = grain.MapDataset.range(len(split))[shard_index::shard_count]
+    ds = ds.shuffle(seed=seed).repeat()
+    ds = ds.random_map(TrainMap(split, clip_spec(cfg), cfg.data.max_skip_fraction), seed=seed + 1)
+    it = ds.to_iter_dataset().filter(_is_kept).batch(batch_size, drop_remainder=True)
+    if cfg.data.workers > 0:
+        _mark_absl_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.data.workers))
+    return TrainIterator(it, cfg.data.workers)
+
+
+class EvalMap:
+    """index -> {"video": float32 [V, T, crop, crop, 3], "label", "index", "mask"} with V = T x S views."""
+
+    def __init__(self, split: Split, spec: T.ClipSpec, views: tuple[int, int], max_skip_fraction: float):
+        self.split, self.spec, self.views = split, spec, views
+        self.skips = _Skips(split, max_skip_fraction)
+
+    def __call__(self, index):
+        index = int(index)
+        n_t, n_s = self.views
+        try:
+            reader = self.split.reader(index)
+            starts = T.even_starts(reader.num_frames, self.spec, n_t)
+            wanted = np.concatenate([T.frame_indices(s, self.spec, reader.num_frames) for s in starts])
+            frames = reader.frames(wanted)
+        except DecodeError as e:
+            self.skips.record(index, str(e))
+            return _SKIP
+        clips = frames.reshape(n_t, self.spec.frames, *frames.shape[1:])
+        views = [v for clip in clips for v in T.spatial_views(clip, self.spec, n_s)]
+        video = np.stack(views) * np.float32(2 / 255) - np.float32(1)
+        return {"video": video.astype(np.float32), "label": np.int32(self.split.labels[index]),
+                "index": np.int32(index), "mask": np.bool_(True)}
+
+
+def _pad_batches(it, batch_size: int):
+    """Groups examples into batches of exactly batch_size, the last one padded with mask=False rows."""
+    buf = []
+    for ex in it:
+        buf.append(ex)
+        if len(buf) == batch_size:
+            yield _stack(buf)
+            buf = []
+    if buf:
+        pad = {k: np.zeros_like(v) for k, v in buf[0].items()}
+        pad["index"] = np.int32(-1)
+        buf += [pad] * (batch_size - len(buf))
+        yield _stack(buf)
+
+
+def _stack(examples: list[dict]) -> dict:
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def eval_iterator(cfg, *, split: str, views: tuple[int, int] = (1, 1), batch_size: int, shard_index: int = 0,
+                  shard_count: int = 1, source: Source | None = None):
+    """Finite iterator over this process's shard of `split`; every process yields the same number of
+    batches (ceil(len / shard_count) rows, padded), so multi-host eval steps stay in lockstep."""
+    import grain
+
+    from .api import open_source
+
+    if not 0 <= shard_index < shard_count:
+        raise VivitError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+    src = source or open_source(cfg)
+    sp = src.split(split)
+    n_t, n_s = (int(v) for v in views)
+    if n_t <= 0 or n_s <= 0:
+        raise VivitError(f"views={views}: both counts must be positive")
+    spec = clip_spec(cfg, flip=False)
+    ds = grain.MapDataset.range(len(sp))[shard_index::shard_count].map(
+        EvalMap(sp, spec, (n_t, n_s), cfg.data.max_skip_fraction))
+    it = ds.to_iter_dataset().filter(_is_kept)
+    if cfg.data.workers > 0:
+        _mark_absl_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.data.workers))
+    per_shard = -(-len(sp) // shard_count)
+    rows = -(-per_shard // batch_size) * batch_size
+    return _EvalBatches(_pad_batches(it, batch_size), rows // batch_size, batch_size, n_t * n_s, spec)
+
+
+class _EvalBatches:
+    """Pads the tail with all-masked batches so that every shard yields `num_batches` batches."""
+
+    def __init__(self, batches, num_batches: int, batch_size: int, num_views: int, spec: T.ClipSpec):
+        self._batches, self.num_batches = batches, num_batches
+        self._shape = (batch_size, num_views, spec.frames, spec.crop, spec.crop, 3)
+        self._done = 0
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self._done >= self.num_batches:
+            raise StopIteration
+        self._done += 1
+        batch = next(self._batches, None)
+        if batch is None:  # skipped (broken) clips made this shard shorter
+            b = self._shape[0]
+            batch = {"video": np.zeros(self._shape, np.float32), "label": np.zeros(b, np.int32),
+                     "index": np.full(b, -1, np.int32), "mask": np.zeros(b, bool)}
+        return batch

@@ -1,0 +1,104 @@
+"""Video files through PyAV (the FFmpeg libraries): probing and decoding the frames of one clip."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class DecodeError(Exception):
+    """A file that FFmpeg cannot read as video (message names the problem, not the file)."""
+
+
+def _open(path: str):
+    import av
+
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
+        raise DecodeError(f"not a readable video ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if not container.streams.video:
+        container.close()
+        raise DecodeError("has no video stream")
+    return container
+
+
+def probe(path: str) -> dict:
+    """Frame count, size, rate and codec of the first video stream; decodes one frame to prove the file is video.
+
+    The count comes from demuxing packets (no decoding) when the container does not store it (webm)."""
+    import av
+
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        meta = {"width": stream.codec_context.width, "height": stream.codec_context.height,
+                "codec": stream.codec_context.name, "fps": float(stream.average_rate or stream.base_rate or 0)}
+        try:
+            next(container.decode(stream))
+            container.seek(0)
+            count = sum(1 for p in container.demux(stream) if p.size)
+        except (av.FFmpegError, StopIteration, OSError) as e:
+            raise DecodeError(f"cannot decode video frames ({type(e).__name__})") from None
+        if count == 0 or not meta["width"]:
+            raise DecodeError("contains no video frames")
+        meta["num_frames"] = count
+        return meta
+    finally:
+        container.close()
+
+
+def target_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """(h, w) after scaling the short side down to `short_side` (never up: the crop resizes anyway)."""
+    if not short_side or min(height, width) <= short_side:
+        return height, width
+    scale = short_side / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class VideoReader:
+    """Decodes only the frames a clip needs; FFmpeg's swscale does the resize to `short_side` on the way."""
+
+    def __init__(self, path: str, meta: dict, short_side: int | None):
+        self.path = path
+        self.num_frames = int(meta["num_frames"])
+        self.size = target_size(meta["height"], meta["width"], short_side)
+
+    def frames(self, indices: np.ndarray) -> np.ndarray:
+        import av
+
+        wanted = np.asarray(indices)
+        last = int(wanted.max())
+        h, w = self.size
+        got: dict[int, np.ndarray] = {}
+        needed = set(int(i) for i in wanted)
+        container = _open(self.path)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for i, frame in enumerate(container.decode(stream)):
+                if i in needed:
+                    got[i] = frame.to_ndarray(format="rgb24", width=w, height=h)
+                if i >= last:
+                    break
+        except av.FFmpegError as e:
+            raise DecodeError(f"decoding failed at frame {len(got)} ({type(e).__name__})") from None
+        finally:
+            container.close()
+        if len(got) < len(needed):
+            raise DecodeError(f"truncated: needed frame {last}, the file ends before it")
+        return np.stack([got[int(i)] for i in wanted])
+
+
+def write_video(path: str, frames: np.ndarray, codec: str = "libx264", fps: int = 8) -> None:
+    """Writes uint8 frames [T, H, W, 3] (for tests, benchmarks and examples)."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
