@@ -17,11 +17,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+@app.callback()
+def _root() -> None:
+    """Run the ViViT ablations, from one command to a paper-ready table."""
+
 # Each module adds its commands with `register(app)`; keep its top-level imports light.
 COMMAND_MODULES = ("describe", "report", "train")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"vivit_cli.cli.{_name}").register(app)
-
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; bad input becomes one line on stderr and exit code 2, never a traceback."""
@@ -37,10 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     return 0
 
-
 def entry() -> None:
     sys.exit(main())
-
 
 if __name__ == "__main__":
     entry()

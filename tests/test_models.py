@@ -1,0 +1,244 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vivit_cli import config, models
+from vivit_cli.models import init as minit
+from vivit_cli.models import layers as L
+
+SMALL = ["model.hidden=32", "model.layers=2", "model.heads=4", "model.mlp=64", "model.temporal_layers=1",
+         "data.frames=8", "data.crop=16", "model.tubelet=2x4x4"]
+VARIANTS = [
+    ["model.variant=spatio_temporal"],
+    ["model.variant=spatio_temporal", "model.classifier=gap"],
+    ["model.variant=spatio_temporal", "model.embedding=uniform_frame", "model.sampled_frames=4"],
+    ["model.variant=factorised_encoder"],
+    ["model.variant=factorised_encoder", "model.temporal_layers=0"],
+    ["model.variant=factorised_self_attention"],
+    ["model.variant=factorised_self_attention", "model.attention_order=time_space"],
+    ["model.variant=factorised_dot_product"],
+]
+
+
+def _perturb(params, key, scale=0.05):
+    """The head is zero-initialised (every logit is 0 at init); perturb every leaf so outputs differ."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree_util.tree_unflatten(
+        tree, [p + scale * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("sets", VARIANTS, ids=lambda s: "-".join(x.split("=")[1] for x in s))
+def test_forward_train_eval_jit(sets):
+    cfg = config.build(SMALL + sets + ["model.dropout=0.1", "model.stochastic_depth=0.2"])
+    model = models.build_model(cfg, 5)
+    params = _perturb(models.init_params(cfg, 5, jax.random.key(0)), jax.random.key(1))
+    x = jax.random.uniform(jax.random.key(2), (2, 8, 16, 16, 3), minval=-1, maxval=1)
+    eval_out = model.apply({"params": params}, x, train=False)
+    assert eval_out.shape == (2, 5) and eval_out.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(eval_out)))
+    jitted = jax.jit(lambda p, v: model.apply({"params": p}, v, train=False))(params, x)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eval_out), atol=1e-5)
+    train_out = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(3)})
+    assert train_out.shape == (2, 5)
+    assert not np.allclose(np.asarray(train_out), np.asarray(eval_out)), "dropout had no effect in train mode"
+    # Different clips give different logits (the model looks at its input).
+    other = model.apply({"params": params}, x[::-1], train=False)
+    assert not np.allclose(np.asarray(other), np.asarray(eval_out))
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    cfg = config.build(SMALL + ["train.precision=bfloat16"])
+    params = models.init_params(cfg, 5, jax.random.key(0))
+    assert {p.dtype for p in jax.tree_util.tree_leaves(params)} == {jnp.dtype("float32")}
+    out = models.build_model(cfg, 5).apply({"params": _perturb(params, jax.random.key(1))},
+                                            jnp.zeros((1, 8, 16, 16, 3)), train=False)
+    assert out.dtype == jnp.float32
+
+
+def _influence(fn, x, index):
+    """Which output tokens change when input token `index` is perturbed."""
+    base = fn(x)
+    # A non-constant bump: LayerNorm would erase a constant shift of all features.
+    bump = jnp.linspace(-1.0, 1.0, x.shape[-1])
+    bumped = fn(x.at[(slice(None),) + index].add(bump))
+    return np.asarray(jnp.abs(bumped - base).max(axis=(0, -1)) > 1e-6)
+
+
+def test_factorised_dot_product_attention_restricts_heads():
+    t, s, d = 4, 6, 16
+    attn = L.MultiHeadAttention(num_heads=4, factorised=(t, s))
+    x = jax.random.normal(jax.random.key(0), (1, t * s, d))
+    params = attn.init(jax.random.key(1), x, train=False)
+    changed = _influence(lambda v: attn.apply(params, v, train=False), x, (1 * s + 2,))  # token (t=1, s=2)
+    expected = np.zeros((t, s), bool)
+    expected[1, :] = True  # the space heads see frame 1
+    expected[:, 2] = True  # the time heads see position 2 in every frame
+    np.testing.assert_array_equal(changed.reshape(t, s), expected)
+
+
+@pytest.mark.parametrize("order", ["space_time", "time_space"])
+def test_factorised_self_attention_first_attention_restricts(order):
+    t, s, d = 4, 6, 16
+    block = L.FactorisedSelfAttentionBlock(num_heads=4, mlp_dim=32, grid=(t, s), order=order,
+                                           temporal_zero_init=False)
+    x = jax.random.normal(jax.random.key(0), (1, t * s, d))
+    params = block.init(jax.random.key(1), x, train=False)
+    first = order.split("_")[0]
+    sub = L.MultiHeadAttention(num_heads=4)
+    sub_params = {"params": params["params"][f"MultiHeadDotProductAttention_{first}"]}
+
+    def first_attention(v):  # the block's first sub-layer, applied along its axis
+        y = v.reshape(1, t, s, d)
+        if first == "time":
+            y = y.transpose(0, 2, 1, 3)
+        out = sub.apply(sub_params, y, train=False)
+        return (out.transpose(0, 2, 1, 3) if first == "time" else out).reshape(1, t * s, d)
+
+    changed = _influence(first_attention, x, (1 * s + 2,)).reshape(t, s)
+    expected = np.zeros((t, s), bool)
+    if first == "space":
+        expected[1, :] = True
+    else:
+        expected[:, 2] = True
+    np.testing.assert_array_equal(changed, expected)
+    # The whole block (both attentions + MLP) mixes everything reachable in two hops: all tokens.
+    full = _influence(lambda v: block.apply(params, v, train=False), x, (1 * s + 2,))
+    assert full.all()
+
+
+def test_factorised_encoder_spatial_stage_is_per_frame():
+    cfg = config.build(SMALL + ["model.variant=factorised_encoder", "model.classifier=gap"])
+    model = models.build_model(cfg, 5)
+    params = _perturb(models.init_params(cfg, 5, jax.random.key(0)), jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (1, 8, 16, 16, 3))
+
+    def spatial_out(v):
+        _, state = model.apply({"params": params}, v, train=False, capture_intermediates=True,
+                               mutable=["intermediates"])
+        return state["intermediates"]["SpatialTransformer"]["__call__"][0]  # [B*nt, s, D]
+
+    base = spatial_out(x)
+    bumped = spatial_out(x.at[:, 2:4, 0:4, 0:4].add(1.0))  # pixels of temporal token 1 only
+    changed = np.asarray(jnp.abs(bumped - base).max(axis=(1, 2)) > 1e-6)
+    np.testing.assert_array_equal(changed, [False, True, False, False])
+
+
+def test_model4_params_equal_model1_params():
+    shapes = lambda v: jax.tree_util.tree_map(lambda a: a.shape, models.param_shapes(  # noqa: E731
+        config.build(SMALL + [f"model.variant={v}", "model.classifier=gap"]), 7))
+    assert shapes("spatio_temporal") == shapes("factorised_dot_product")
+
+
+def test_scratch_kernel_inits():
+    def kernel(method):
+        cfg = config.build(SMALL + [f"model.init={method}", "model.tubelet=4x4x4"])
+        return np.asarray(models.init_params(cfg, 5, jax.random.key(0))["embedding"]["kernel"])
+
+    central = kernel("central_frame")  # [t, h, w, C, D]
+    nonzero_t = [bool(np.any(central[i])) for i in range(4)]
+    assert nonzero_t == [False, False, True, False]
+    # Every width column of the central slice is used (the reference zeroes width columns instead).
+    assert all(np.any(central[2][:, j]) for j in range(4))
+    inflated = kernel("filter_inflation")
+    for i in range(1, 4):
+        np.testing.assert_allclose(inflated[i], inflated[0])
+    rand = kernel("random")
+    assert not np.allclose(rand[0], rand[1])
+
+
+def test_inflate_kernel_from_2d():
+    k2d = np.random.default_rng(0).normal(size=(4, 4, 3, 8)).astype(np.float32)
+    fi = minit.inflate_kernel(k2d, 4, "filter_inflation")
+    np.testing.assert_allclose(fi.sum(axis=0), k2d, rtol=1e-6)  # a static video embeds as the image did
+    np.testing.assert_allclose(fi[3], k2d / 4)
+    cf = minit.inflate_kernel(k2d, 3, "central_frame")
+    np.testing.assert_array_equal(cf[1], k2d)
+    assert not cf[0].any() and not cf[2].any()
+    assert minit.inflate_kernel(k2d, 2, "random").shape == (2, 4, 4, 3, 8)
+
+
+def test_resized_posemb_keeps_original_grid_points():
+    rng = np.random.default_rng(0)
+    pe = rng.normal(size=(1, 1 + 4 * 3 * 3, 8)).astype(np.float32)
+    out = minit.resize_posemb(pe, (4, 3, 3), (7, 5, 5), has_cls=True)
+    assert out.shape == (1, 1 + 7 * 5 * 5, 8)
+    np.testing.assert_array_equal(out[:, 0], pe[:, 0])
+    old = pe[0, 1:].reshape(4, 3, 3, 8)
+    new = out[0, 1:].reshape(7, 5, 5, 8)
+    np.testing.assert_allclose(new[::2, ::2, ::2], old, rtol=1e-6)
+    # Time and space are resized separately: a time-only resize leaves every frame's table intact.
+    t_only = minit.resize_posemb(pe, (4, 3, 3), (2, 3, 3), has_cls=True)[0, 1:].reshape(2, 3, 3, 8)
+    np.testing.assert_allclose(t_only[0], old[0])
+    np.testing.assert_allclose(t_only[1], old[3])
+    tiled = minit.resize_posemb(pe[:, :10], (1, 3, 3), (3, 3, 3), has_cls=True, time="tile")
+    np.testing.assert_allclose(tiled[0, 1:].reshape(3, 9, 8)[2], pe[0, 1:10])
+
+
+@pytest.mark.parametrize("variant", ["spatio_temporal", "factorised_encoder", "factorised_self_attention",
+                                     "factorised_dot_product"])
+def test_inflate_from_image_vit(variant):
+    image_cfg = config.build(["model.hidden=32", "model.layers=2", "model.heads=4", "model.mlp=64",
+                              "model.embedding=uniform_frame", "model.tubelet=1x4x4", "data.frames=1",
+                              "data.crop=12"])
+    image = _perturb(models.init_params(image_cfg, 3, jax.random.key(0)), jax.random.key(1))
+    cfg = config.build(SMALL + [f"model.variant={variant}", "model.init=filter_inflation"])
+    video = models.init_params(cfg, 5, jax.random.key(2))
+    out = minit.inflate_from_image(video, image, cfg)
+    shapes = lambda t: jax.tree_util.tree_map(np.shape, t)  # noqa: E731
+    assert shapes(out) == shapes(video)
+    enc = "SpatialTransformer" if variant == "factorised_encoder" else "Transformer"
+    src = image["Transformer"]["encoderblock_1"]
+    dst = out[enc]["encoderblock_1"]
+    if variant == "factorised_self_attention":
+        np.testing.assert_array_equal(dst["MultiHeadDotProductAttention_space"]["query"]["kernel"],
+                                      src["MultiHeadDotProductAttention_0"]["query"]["kernel"])
+        np.testing.assert_array_equal(dst["MultiHeadDotProductAttention_time"]["key"]["kernel"],
+                                      src["MultiHeadDotProductAttention_0"]["key"]["kernel"])
+        assert not np.any(dst["MultiHeadDotProductAttention_time"]["out"]["kernel"])
+        np.testing.assert_array_equal(dst["MlpBlock"]["Dense_0"]["kernel"], src["MlpBlock_0"]["Dense_0"]["kernel"])
+    else:
+        np.testing.assert_array_equal(dst["MlpBlock_0"]["Dense_1"]["kernel"], src["MlpBlock_0"]["Dense_1"]["kernel"])
+    np.testing.assert_allclose(out["embedding"]["kernel"].sum(axis=0), image["embedding"]["kernel"], rtol=1e-5)
+    # The output still runs.
+    logits = models.build_model(cfg, 5).apply({"params": out}, jnp.zeros((1, 8, 16, 16, 3)), train=False)
+    assert logits.shape == (1, 5)
+
+
+PAPER_TABLE2 = [  # variant overrides, params (M), GFLOPs
+    (["model.variant=spatio_temporal"], 88.9, 455.2),
+    (["model.variant=factorised_encoder"], 115.1, 284.4),
+    (["model.variant=factorised_self_attention"], 117.3, 372.3),
+    (["model.variant=factorised_dot_product"], 88.9, 277.1),
+    (["model.variant=factorised_encoder", "model.temporal_layers=0"], 86.7, 283.9),
+]
+
+
+@pytest.mark.parametrize("sets,params_m,gflops", PAPER_TABLE2)
+def test_paper_table2_params_and_gflops(sets, params_m, gflops):
+    cfg = config.build(["model.size=B", "data.frames=32", "data.crop=224", "model.tubelet=2x16x16",
+                        "model.temporal_layers=4"] + sets)
+    info = models.describe(cfg, 400)
+    assert abs(info["params"] / 1e6 - params_m) / params_m < 0.01
+    assert abs(info["gflops"] - gflops) / gflops < 0.03
+    assert info["tokens"] == 16 * 14 * 14
+
+
+def test_measured_gflops_agree_with_analytic():
+    cfg = config.build(SMALL + ["model.variant=factorised_encoder"])
+    analytic = models.describe(cfg, 5)["gflops"]
+    measured = models.measure_gflops(cfg, 5)
+    assert abs(measured - analytic) / analytic < 0.1
+
+
+def test_describe_cli_json(cli):
+    r = cli("describe", "--set", "model.size=B", "--set", "model.variant=factorised_encoder", "--set",
+            "data.frames=32", "--set", "data.crop=224", "--set", "model.tubelet=2x16x16", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["variant"] == "factorised_encoder" and info["tokens"] == 3136
+    assert isinstance(info["params"], int) and abs(info["params"] / 1e6 - 115.1) < 1.0
+    assert isinstance(info["gflops"], float)

@@ -1,0 +1,202 @@
+"""Transformer building blocks: attention, MLP, stochastic depth, encoder blocks.
+
+Param names and shapes follow Scenic's (`MultiHeadDotProductAttention_0/{query,key,value,out}`,
+`MlpBlock_0/Dense_{0,1}`, `LayerNorm_{0,1}`), so reference checkpoints map onto ours without renaming.
+All attention goes through `jax.nn.dot_product_attention`, which picks cuDNN's fused kernel on NVIDIA GPUs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+LN_EPS = 1e-6  # the reference's LayerNorm epsilon; checkpoints are trained with it
+
+
+def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, name=name)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention over the token axis of `x` [..., N, D].
+
+    `factorised=(t, s)` is model 4's factorised dot product: the input is [B, t*s, D] in t-major order,
+    the first half of the heads attend over time (the t tokens sharing a spatial position), the second
+    half over space (the s tokens of a frame). Same params as plain attention, as the paper notes.
+    """
+
+    num_heads: int
+    dtype: Dtype = jnp.float32
+    attention_dropout: float = 0.0
+    zero_init_out: bool = False
+    factorised: tuple[int, int] | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        d = x.shape[-1]
+        h, dh = self.num_heads, d // self.num_heads
+
+        def proj(name):
+            return nn.DenseGeneral((h, dh), axis=-1, dtype=self.dtype, name=name,
+                                   kernel_init=nn.initializers.xavier_uniform())(x)
+
+        q, k, v = proj("query"), proj("key"), proj("value")  # [..., N, H, dh]
+        if self.factorised is None:
+            out = self._attend(q, k, v, train)
+        else:
+            out = self._attend_factorised(q, k, v, train)
+        # DenseGeneral hands its initialiser the kernel flattened to [fan_in, fan_out].
+        out_init = nn.initializers.zeros if self.zero_init_out else nn.initializers.xavier_uniform()
+        return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out", kernel_init=out_init)(out)
+
+    def _attend(self, q, k, v, train):
+        lead = q.shape[:-3]
+        n, h, dh = q.shape[-3:]
+        q, k, v = (a.reshape((-1, n, h, dh)) for a in (q, k, v))
+        if self.attention_dropout > 0.0 and train:
+            # The fused kernel has no dropout; spell the softmax out only when it is asked for.
+            logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(dh).astype(q.dtype)
+            w = jax.nn.softmax(logits.astype(jnp.float32)).astype(q.dtype)
+            w = nn.Dropout(self.attention_dropout, deterministic=False)(w)
+            out = jnp.einsum("bhqk,bkhd->bqhd", w, v)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v)
+        return out.reshape(lead + (n, h, dh))
+
+    def _attend_factorised(self, q, k, v, train):
+        t, s = self.factorised
+        b, n, h, dh = q.shape
+        half = h // 2
+
+        def over_time(a):  # [B, t, s, half, dh] -> [B*s, t, half, dh]
+            return a.reshape(b, t, s, h, dh)[..., :half, :].transpose(0, 2, 1, 3, 4).reshape(b * s, t, half, dh)
+
+        def over_space(a):  # [B, t, s, half, dh] -> [B*t, s, half, dh]
+            return a.reshape(b, t, s, h, dh)[..., half:, :].reshape(b * t, s, half, dh)
+
+        ot = self._attend(over_time(q), over_time(k), over_time(v), train)
+        ot = ot.reshape(b, s, t, half, dh).transpose(0, 2, 1, 3, 4)
+        os_ = self._attend(over_space(q), over_space(k), over_space(v), train).reshape(b, t, s, half, dh)
+        return jnp.concatenate([ot, os_], axis=-2).reshape(b, n, h, dh)
+
+
+class MlpBlock(nn.Module):
+    mlp_dim: int
+    dtype: Dtype = jnp.float32
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        d = x.shape[-1]
+        dense = lambda f, name: nn.Dense(f, dtype=self.dtype, name=name,  # noqa: E731
+                                         kernel_init=nn.initializers.xavier_uniform(),
+                                         bias_init=nn.initializers.normal(stddev=1e-6))
+        y = dense(self.mlp_dim, "Dense_0")(x)
+        y = nn.gelu(y, approximate=True)  # tanh GELU, as the reference checkpoints were trained
+        y = nn.Dropout(self.dropout)(y, deterministic=not train)
+        y = dense(d, "Dense_1")(y)
+        return nn.Dropout(self.dropout)(y, deterministic=not train)
+
+
+def drop_path(x, rate: float, train: bool, module: nn.Module):
+    """Stochastic depth: drops the whole residual branch per example."""
+    if not train or rate <= 0.0:
+        return x
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm block: x + MSA(LN(x)), then + MLP(LN(.)). Models 1, 2 and 4 (with `factorised`)."""
+
+    num_heads: int
+    mlp_dim: int
+    dtype: Dtype = jnp.float32
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    droplayer: float = 0.0
+    factorised: tuple[int, int] | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        y = layer_norm("LayerNorm_0", self.dtype)(x)
+        y = MultiHeadAttention(self.num_heads, self.dtype, self.attention_dropout, factorised=self.factorised,
+                               name="MultiHeadDotProductAttention_0")(y, train=train)
+        y = nn.Dropout(self.dropout)(y, deterministic=not train)
+        x = x + drop_path(y, self.droplayer, train, self)
+        y = layer_norm("LayerNorm_1", self.dtype)(x)
+        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout, name="MlpBlock_0")(y, train=train)
+        return x + drop_path(y, self.droplayer, train, self)
+
+
+class FactorisedSelfAttentionBlock(nn.Module):
+    """Model 3: attention over space and over time in turn (order configurable), then the MLP.
+
+    Input and output are [B, t*s, D] in t-major order. The temporal attention's output projection
+    starts at zero (paper Sec. 3.4), so at initialisation the block is the image ViT's block.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    grid: tuple[int, int]  # (t, s)
+    order: str = "space_time"
+    dtype: Dtype = jnp.float32
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    droplayer: float = 0.0
+    temporal_zero_init: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        b, n, d = x.shape
+        t, s = self.grid
+        for axis in self.order.split("_"):
+            y = layer_norm(f"LayerNorm_{axis}", self.dtype)(x)
+            if axis == "time":
+                y = y.reshape(b, t, s, d).transpose(0, 2, 1, 3)  # attend over t at each spatial position
+            else:
+                y = y.reshape(b, t, s, d)
+            y = MultiHeadAttention(self.num_heads, self.dtype, self.attention_dropout,
+                                   zero_init_out=(axis == "time" and self.temporal_zero_init),
+                                   name=f"MultiHeadDotProductAttention_{axis}")(y, train=train)
+            if axis == "time":
+                y = y.transpose(0, 2, 1, 3)
+            y = nn.Dropout(self.dropout)(y.reshape(b, n, d), deterministic=not train)
+            x = x + drop_path(y, self.droplayer, train, self)
+        y = layer_norm("LayerNorm_mlp", self.dtype)(x)
+        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout, name="MlpBlock")(y, train=train)
+        return x + drop_path(y, self.droplayer, train, self)
+
+
+class AddPositionEmbs(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        pe = self.param("pos_embedding", nn.initializers.normal(stddev=0.02), (1,) + x.shape[1:])
+        return x + pe.astype(x.dtype)
+
+
+class Encoder(nn.Module):
+    """Position embedding, dropout, `layers` blocks and a final LayerNorm, on [B, N, D]."""
+
+    layers: int
+    make_block: Callable[[int, str], nn.Module]  # (layer index, name) -> block
+    dtype: Dtype = jnp.float32
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        x = AddPositionEmbs(name="posembed_input")(x)
+        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        for i in range(self.layers):
+            x = self.make_block(i, f"encoderblock_{i}")(x, train=train)
+        return layer_norm("encoder_norm", self.dtype)(x)
+
+
+def droplayer_rate(i: int, layers: int, rate: float) -> float:
+    """Stochastic depth increases linearly with depth, reaching `rate` at the last layer."""
+    return rate * i / max(layers - 1, 1)

@@ -1,0 +1,145 @@
+"""The ViViT model zoo: the paper's four variants and the average-pool baseline.
+
+  spatio_temporal            model 1: joint attention over all n_t*n_h*n_w tokens
+  factorised_encoder         model 2: spatial encoder per frame, then a temporal encoder over frame tokens
+                             (temporal_layers=0 is the paper's average-pool baseline)
+  factorised_self_attention  model 3: every block attends over space and over time in turn, then the MLP
+  factorised_dot_product     model 4: half the heads attend over time, half over space; model 1's params
+
+Input: video float [B, T, H, W, 3] in [-1, 1]. Output: logits [B, num_classes] in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from . import layers as L
+
+Dtype = Any
+
+
+def sampled_frame_indices(frames: int, n: int) -> np.ndarray:
+    """Uniform frame sampling: the centres of n equal segments of the clip (static, so jit-friendly)."""
+    return np.floor((np.arange(n) + 0.5) * frames / n).astype(np.int32)
+
+
+class TokenEmbedding(nn.Module):
+    """Tubelet embedding (3-D kernel t x h x w) or uniform frame sampling (2-D kernel per frame).
+
+    A non-overlapping strided convolution is a reshape plus one matmul; spelling it that way keeps
+    the layout explicit and avoids a convolution op. The kernel is [t, h, w, 3, D] for tubelets and
+    [h, w, 3, D] for frames, as in the reference checkpoints.
+    """
+
+    hidden: int
+    patch: tuple[int, int, int]  # (t, h, w); t == 1 and two_d for uniform frame sampling
+    two_d: bool = False
+    kernel_init: Any = nn.initializers.lecun_normal()
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, T, H, W, C = x.shape
+        ft, fh, fw = self.patch
+        nt, nh, nw = T // ft, H // fh, W // fw
+        shape = (fh, fw, C, self.hidden) if self.two_d else (ft, fh, fw, C, self.hidden)
+        kernel = self.param("kernel", self.kernel_init, shape).reshape(ft * fh * fw * C, self.hidden)
+        bias = self.param("bias", nn.initializers.zeros, (self.hidden,))
+        x = x[:, : nt * ft, : nh * fh, : nw * fw]
+        x = x.reshape(b, nt, ft, nh, fh, nw, fw, C).transpose(0, 1, 3, 5, 2, 4, 6, 7)
+        x = x.reshape(b, nt, nh * nw, ft * fh * fw * C)
+        return jnp.dot(x, kernel.astype(self.dtype)) + bias.astype(self.dtype)  # [B, nt, s, D]
+
+
+class ViViT(nn.Module):
+    """Every variant in one module; `variant` picks the token mixing."""
+
+    num_classes: int
+    variant: str
+    hidden: int
+    layers: int
+    heads: int
+    mlp: int
+    patch: tuple[int, int, int]
+    embedding: str = "tubelet"
+    sampled_frames: int = 0
+    classifier: str = "token"
+    temporal_layers: int = 4
+    attention_order: str = "space_time"
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    stochastic_depth: float = 0.0
+    temporal_zero_init: bool = True
+    kernel_init: Any = nn.initializers.lecun_normal()
+    dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    def _block_cls(self, cls):
+        return nn.remat(cls, static_argnums=()) if self.remat else cls
+
+    def _encoder(self, name, layers, factorised=None, grid=None):
+        def make_block(i, block_name):
+            common = dict(num_heads=self.heads, mlp_dim=self.mlp, dtype=self.dtype, dropout=self.dropout,
+                          attention_dropout=self.attention_dropout,
+                          droplayer=L.droplayer_rate(i, layers, self.stochastic_depth), name=block_name)
+            if grid is not None:
+                return self._block_cls(L.FactorisedSelfAttentionBlock)(
+                    grid=grid, order=self.attention_order, temporal_zero_init=self.temporal_zero_init, **common)
+            return self._block_cls(L.EncoderBlock)(factorised=factorised, **common)
+
+        return L.Encoder(layers, make_block, dtype=self.dtype, dropout=self.dropout, name=name)
+
+    def _pool(self, x, name_cls=None):
+        """Prepends a class token (returns a pooling fn that reads it back) or pools by mean."""
+        if self.classifier == "token":
+            cls = self.param(name_cls or "cls", nn.initializers.zeros, (1, 1, x.shape[-1]))
+            x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, x.shape[-1])), x], axis=1)
+            return x, lambda y: y[:, 0]
+        return x, lambda y: y.mean(axis=1)
+
+    @nn.compact
+    def __call__(self, video, *, train: bool = False):
+        x = video.astype(self.dtype)
+        if self.embedding == "uniform_frame" and self.sampled_frames:
+            x = x[:, sampled_frame_indices(x.shape[1], self.sampled_frames)]
+        x = TokenEmbedding(self.hidden, self.patch, two_d=self.embedding == "uniform_frame",
+                           kernel_init=self.kernel_init, dtype=self.dtype, name="embedding")(x)
+        b, nt, s, d = x.shape
+
+        if self.variant == "factorised_encoder":
+            # Spatial encoder on each frame's tokens (params shared over time), one token per frame out.
+            x = x.reshape(b * nt, s, d)
+            x, pool = self._pool(x, "cls_SpatialTransformer")
+            x = pool(self._encoder("SpatialTransformer", self.layers)(x, train=train)).reshape(b, nt, d)
+            if self.temporal_layers == 0:
+                x = x.mean(axis=1)  # the average-pool baseline: no temporal interaction at all
+            else:
+                x, pool = self._pool(x, "cls_TemporalTransformer")
+                x = pool(self._encoder("TemporalTransformer", self.temporal_layers)(x, train=train))
+        else:
+            x = x.reshape(b, nt * s, d)
+            if self.variant == "spatio_temporal":
+                x, pool = self._pool(x)
+                encoder = self._encoder("Transformer", self.layers)
+            elif self.variant == "factorised_dot_product":
+                pool = lambda y: y.mean(axis=1)  # noqa: E731  (token classifier rejected by the config)
+                encoder = self._encoder("Transformer", self.layers, factorised=(nt, s))
+            else:  # factorised_self_attention
+                pool = lambda y: y.mean(axis=1)  # noqa: E731
+                encoder = self._encoder("Transformer", self.layers, grid=(nt, s))
+            x = pool(encoder(x, train=train))
+
+        logits = nn.Dense(self.num_classes, name="output_projection", kernel_init=nn.initializers.zeros,
+                          dtype=self.dtype)(x)
+        return logits.astype(jnp.float32)
+
+
+def count_params(params) -> int:
+    import jax
+
+    return int(sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
