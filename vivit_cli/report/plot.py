@@ -77,28 +77,44 @@ def _plot_flops(report: Report, fig) -> None:
         ax.legend(fontsize=8)
 
 
-def _plot_line(report: Report, fig) -> None:
-    ax = fig.subplots()
+def _plot_line(report: Report, fig, categorical: bool = False) -> None:
+    """Accuracy against the row's number (L_t) or, for tubelet sizes, against the rows in table order; a second
+    panel shows GFLOPs when the table has them per column (the paper's Fig. 8 has both panels)."""
+    flops = "gflops" in report.spec.metrics and report.spec.metrics_per_column
+    axes = fig.subplots(1, 2 if flops else 1, squeeze=False)[0]
+    ax = axes[0]
     rows = report.display_rows
-    xs = {r: tables.row_number(r) for r in rows}
+    xs = {r: float(i) for i, r in enumerate(rows)} if categorical else {r: tables.row_number(r) for r in rows}
     for i, column in enumerate(report.columns):
         pts = sorted((xs[r], m, s) for r, m, s in _series(report, column) if xs.get(r) is not None)
         if pts:
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
                         marker=_MARKERS[i % 7], capsize=3, label=f"ours: {report.spec.column_label(column)}")
     for i, paper in enumerate(_paper_accuracy_columns(report)):
-        pts = sorted((xs.get(r) if r in xs else tables.row_number(r), v) for r, v in paper.values.items())
-        pts = [p for p in pts if p[0] is not None]
+        pts = sorted((xs[r], v) for r, v in paper.values.items() if xs.get(r) is not None)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="--", marker=_MARKERS[i % 7], mfc="none",
                 label=paper.label)
     ticks = sorted({x for x in xs.values() if x is not None})
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([next(r for r in rows if xs[r] == t).split("=")[-1] for t in ticks])
-    ax.set_xlabel(report.spec.row_header)
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(report.spec.title, fontsize=10)
-    if ax.has_data():
-        ax.legend(fontsize=8)
+    labels = [next(r for r in rows if xs[r] == t).split("=")[-1] for t in ticks]
+    ax.set_title(report.spec.title, fontsize=9)
+    panels = [(ax, "top-1 (%)")]
+    if flops:
+        fx = axes[1]
+        recs = report.frame.to_dict("records")
+        for i, column in enumerate(report.columns):
+            pts = sorted((xs[r["row"]], r[f"{column}_gflops"]) for r in recs
+                         if xs.get(r["row"]) is not None and not math.isnan(r[f"{column}_gflops"]))
+            if pts:
+                fx.plot([p[0] for p in pts], [p[1] for p in pts], marker=_MARKERS[i % 7], label=f"ours: {column}")
+        fx.set_title("Computation", fontsize=9)
+        panels.append((fx, "GFLOPs per clip"))
+    for a, ylabel in panels:
+        a.set_xticks(ticks)
+        a.set_xticklabels(labels)
+        a.set_xlabel(report.spec.row_header)
+        a.set_ylabel(ylabel)
+        if a.has_data():
+            a.legend(fontsize=8)
 
 
 def _plot_bars(report: Report, fig) -> None:
@@ -116,7 +132,7 @@ def _plot_bars(report: Report, fig) -> None:
             if math.isnan(mean):
                 ax.text(j + offset, 0, status, rotation=90, ha="center", va="bottom", fontsize=7, color="grey")
                 continue
-            ax.bar(j + offset, mean, width, yerr=0 if math.isnan(std) else std, capsize=3, color=f"C{i}",
+            ax.bar(j + offset, mean, width, yerr=None if math.isnan(std) else std, capsize=3, color=f"C{i}",
                    label=f"ours: {report.spec.column_label(column)}")
     for k, paper in enumerate(papers):
         offset = (len(report.columns) + k - (groups - 1) / 2) * width
@@ -136,8 +152,15 @@ def _plot_bars(report: Report, fig) -> None:
 def plot(report: Report, path: str | os.PathLike) -> None:
     """Writes the table's figure as a PNG, atomically."""
     kind = report.spec.plot
-    fig = _figure(10 if kind == "flops" and any("GFLOPs" in p.label for p in report.spec.paper) else 7, 4.5)
-    {"flops": _plot_flops, "line": _plot_line}.get(kind, _plot_bars)(report, fig)
+    wide = (kind == "flops" and any("GFLOPs" in p.label for p in report.spec.paper)) or (
+        kind in ("line", "tubelet") and report.spec.metrics_per_column)
+    fig = _figure(11 if wide else 7, 4.5)
+    if kind == "flops":
+        _plot_flops(report, fig)
+    elif kind in ("line", "tubelet"):
+        _plot_line(report, fig, categorical=kind == "tubelet")
+    else:
+        _plot_bars(report, fig)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -101,7 +101,7 @@ class TableSpec:
     paper: tuple[PaperColumn, ...] = ()
     paper_note: str = ""  # what the paper says when it gives no (confirmed) numbers
     row_header: str = "Row"
-    plot: str = "bars"  # bars | flops | line
+    plot: str = "bars"  # bars | flops (accuracy vs GFLOPs) | line (vs the row's number) | tubelet (rows in order)
     numeric_rows: bool = False  # rows sort by their number (L_t, tubelet length) when new ones are found
 
     def column_label(self, column: str) -> str:
@@ -192,7 +192,7 @@ _add(TableSpec(
     metrics=("gflops",),
     metrics_per_column=True,
     row_header="Tubelet (h x t)",
-    plot="line",
+    plot="tubelet",
     numeric_rows=True,
     paper_note="The paper shows tubelet sizes 16x8, 16x4 and 16x2 only in a figure; its plotted accuracies and "
                "FLOPs are not printed anywhere, so no paper numbers are given here (UNCONFIRMED). It states that "
