@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from typing import Optional
+import json
+from typing import List, Optional
 
 import typer
 
@@ -13,7 +14,8 @@ FORMATS = ("table", "markdown", "csv", "latex", "json")
 
 
 def report_command(
-    table: Optional[str] = typer.Option(None, "--table", "-t", help="Table name; leave out to list the tables."),
+    table: Optional[List[str]] = typer.Option(None, "--table", "-t",
+                                              help="Table name (repeatable); leave out to list the tables."),
     results: str = typer.Option("results", "--results", help="The run store written by `vivit sweep`."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv, latex or json."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the export to this file instead of stdout."),
@@ -21,6 +23,7 @@ def report_command(
     spread: str = typer.Option("std", "--spread", help="Spread over seeds after the ±: std or ci95."),
     accuracy: str = typer.Option("top1", "--accuracy",
                                  help="top1, top5 (summary.json), or an eval.json key such as val@4x3[:top5]."),
+    stamp: bool = typer.Option(False, "--stamp", help="Markdown/LaTeX: add the date, git commit and results dir."),
 ) -> None:
     """Print a paper-style table (mean over seeds ± spread, the paper's numbers beside), or list the tables."""
     from vivit_cli import report as rep
@@ -30,19 +33,37 @@ def report_command(
         raise VivitError(f"--format {fmt!r}: allowed values are {', '.join(FORMATS)}")
     if spread not in render.SPREADS:
         raise VivitError(f"--spread {spread!r}: allowed values are {', '.join(render.SPREADS)}")
-    if table is None:
+    if stamp and fmt not in ("markdown", "latex"):
+        raise VivitError(f"--stamp applies to --format markdown or latex, not {fmt}")
+    if not table:
         if plot:
             raise VivitError("--plot needs --table NAME")
         rows, notes = rep.overview(results)
         _emit(_overview(rows, notes, fmt, results), out)
         return
-    spec = rep.tables.get(table)  # fails on an unknown name before anything is read
-    report = rep.report(spec.name, results, accuracy=accuracy)
-    _emit(render.to_rich(report, spread) if fmt == "table" else render.render(report, fmt, spread), out)
+    specs = [rep.tables.get(name) for name in dict.fromkeys(table)]  # unknown names fail before anything is read
+    if len(specs) > 1 and (plot or fmt == "csv"):
+        raise VivitError(f"{'--plot' if plot else '--format csv'} takes one --table, got {len(specs)}")
+    runs, stats = rep.load_runs(results)
+    reports = [rep.build(spec, runs, stats, accuracy=accuracy) for spec in specs]
+    if fmt == "table":
+        if out is None:
+            _emit([render.to_rich(r, spread) for r in reports], None)
+        else:
+            _emit("\n".join(render.render(r, fmt, spread) for r in reports), out)
+    elif fmt == "json":
+        docs = [render.to_dict(r, spread) for r in reports]
+        _emit(json.dumps(docs[0] if len(docs) == 1 else {"tables": docs}, indent=2) + "\n", out)
+    else:
+        text = "\n".join(render.render(r, fmt, spread) for r in reports)
+        if stamp:
+            line = render.provenance(results)
+            text = (f"_{line}_\n\n" if fmt == "markdown" else f"% {render.latex_escape(line)}\n") + text
+        _emit(text, out)
     if plot:
         from vivit_cli.report.plot import plot as write_plot
 
-        write_plot(report, plot)
+        write_plot(reports[0], plot)
         typer.echo(f"wrote {plot}", err=True)
 
 
@@ -54,7 +75,9 @@ def _emit(text, out: Optional[str]) -> None:
         if isinstance(text, str):
             typer.echo(text, nl=False)
         else:
-            Console().print(text)
+            console = Console()
+            for item in text if isinstance(text, list) else [text]:
+                console.print(item)
         return
     from vivit_cli.io import atomic_write_text
 
@@ -72,7 +95,6 @@ def _emit(text, out: Optional[str]) -> None:
 
 def _overview(rows: list[dict], notes: list[str], fmt: str, results: str):
     import csv
-    import json
 
     if fmt == "json":
         return json.dumps({"results": results, "tables": rows, "notes": notes}, indent=2) + "\n"

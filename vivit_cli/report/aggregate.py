@@ -182,6 +182,12 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
     done_runs = runs[runs["status"] == DONE]
     devices = sorted({str(d) for d in done_runs["device"] if d})
     notes = list(stats.notes()) if stats else []
+    # Labels the table does not expect are still shown (never dropped), but most likely a grid's typo: say so.
+    odd_rows = [] if spec.numeric_rows else [r for r in rows if r not in spec.rows]
+    odd_columns = [c for c in columns if c not in spec.columns]
+    if odd_rows or odd_columns:
+        names = ", ".join(repr(x) for x in odd_rows + odd_columns)
+        notes.append(f"labels not among this table's rows/columns (check the grid's cell.json labels): {names}")
     if spec.paper_note:
         notes.append(spec.paper_note)
     return Report(spec=spec, rows=rows, display_rows=display_rows, columns=columns, cells=cells, frame=frame, runs=runs, devices=devices,
