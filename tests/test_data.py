@@ -1,0 +1,249 @@
+"""The embedded dataset, clip sampling and the grain iterators (determinism, resume, sharding, views)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vivit_cli import config
+from vivit_cli.data import embedded, pipeline, sources
+from vivit_cli.data import transforms as T
+from vivit_cli.errors import VivitError
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("VIVIT_CACHE", str(tmp_path_factory.getbasetemp() / "vivit-cache"))
+
+
+def _npy_source(tmp_path, n=24, frames=12, size=20, labels=None, name="clips.npz"):
+    """Clips whose pixel values encode (frame index, clip index), so tests can see what was sampled."""
+    video = np.zeros((n, frames, size, size, 3), np.uint8)
+    video[..., 0] = (np.arange(frames) * 12)[None, :, None, None]
+    video[..., 1] = (np.arange(n) * 10 % 250)[:, None, None, None]
+    lab = np.arange(n) if labels is None else labels
+    path = tmp_path / name
+    np.savez(path, train_video=video, train_label=lab, val_video=video[: n // 2], val_label=lab[: n // 2])
+    return f"npy:{path}"
+
+
+def _cfg(source, **sets):
+    return config.build({"data.source": source, **{k.replace("__", "."): v for k, v in sets.items()}})
+
+
+# ------------------------------------------------------------------------------------------------ generator
+
+
+def test_generator_is_deterministic_and_seeded():
+    a, la = embedded.generate("motion", "val", seed=0, count=40)
+    b, lb = embedded.generate("motion", "val", seed=0, count=40)
+    c, lc = embedded.generate("motion", "val", seed=1, count=40)
+    assert a.shape == (40, embedded.MIN_FRAMES, embedded.SIZE, embedded.SIZE, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+    assert not np.array_equal(a, c)
+    # splits draw from different streams
+    t, _ = embedded.generate("motion", "test", seed=0, count=40)
+    assert not np.array_equal(a, t)
+
+
+def test_generator_uses_every_class_and_moves():
+    for task, k in (("motion", 12), ("appearance", 10)):
+        v, lab = embedded.generate(task, "train", count=300)
+        counts = np.bincount(lab, minlength=k)
+        assert len(counts) == k and counts.min() > 8, counts
+        # something changes between frames (the objects move), but the background stays put
+        diff = np.abs(v[:, 1:].astype(int) - v[:, :-1].astype(int)).mean()
+        assert 3 < diff < 40
+
+
+def test_motion_order_is_not_in_the_bag_of_frames():
+    """A nearest-centroid classifier on time-averaged clips cannot tell a-then-b from b-then-a."""
+    v, lab = embedded.generate("motion", "train", count=1500)
+    vt, lt = embedded.generate("motion", "val", count=400)
+    feats = v.astype(np.float32).mean(axis=1).reshape(len(v), -1)
+    feats_t = vt.astype(np.float32).mean(axis=1).reshape(len(vt), -1)
+    names = embedded.MOTION_LABELS
+    reverse = np.array([names.index("-then-".join(reversed(n.split("-then-")))) for n in names])
+    centroids = np.stack([feats[lab == c].mean(0) for c in range(12)])
+    dist = ((feats_t[:, None] - centroids[None]) ** 2).sum(-1)
+    # among the two orders of the true pair, how often is the right one closer?
+    right = dist[np.arange(len(lt)), lt] < dist[np.arange(len(lt)), reverse[lt]]
+    assert right.mean() < 0.62
+
+
+def test_cache_is_reused(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedded, "SPLIT_SIZES", {"train": 16, "val": 8, "test": 8})
+    g = embedded.Geometry()
+    v1, l1 = embedded.load("appearance", "val", seed=5, geometry=g)
+    vpath, lpath = embedded.cached_paths("appearance", "val", 5, g)
+    assert vpath.is_file() and lpath.is_file()
+    mtime = vpath.stat().st_mtime_ns
+    v2, l2 = embedded.load("appearance", "val", seed=5, geometry=g)
+    assert vpath.stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(v1, v2)
+    assert not list(vpath.parent.glob(".*.tmp"))
+
+
+def test_embedded_source_and_flip_default(monkeypatch):
+    monkeypatch.setattr(embedded, "SPLIT_SIZES", {"train": 32, "val": 8, "test": 8})
+    src = sources.open_source("embedded:motion:3", frames=8)
+    assert src.num_classes == 12 and src.num_examples("train") == 32 and src.num_examples("validation") == 8
+    assert src.label_names[0] == "right-then-left"
+    assert pipeline.clip_spec(_cfg("embedded:motion")).flip is False
+    assert pipeline.clip_spec(_cfg("embedded:appearance")).flip is True
+    assert pipeline.clip_spec(_cfg("embedded:motion", data__flip="true")).flip is True
+    # longer clips than the stored 12 frames are generated on demand
+    long = sources.open_source("embedded:appearance", frames=16, stride=1)
+    assert long.split("train").reader(0).num_frames >= 16
+    with pytest.raises(VivitError, match="embedded tasks"):
+        sources.open_source("embedded:colour")
+    with pytest.raises(VivitError, match="KIND:ARG"):
+        sources.open_source("youtube:cats")
+
+
+# ------------------------------------------------------------------------------------------------ transforms
+
+
+def test_crop_resize_identity_and_scale_jitter():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
+    np.testing.assert_allclose(T.crop_resize(x, 0, 0, 16, 16, 16, 16), x.astype(np.float32), atol=1e-4)
+    spec = T.ClipSpec(frames=2, stride=1, crop=8, scale_min=0.9, scale_max=1.33)
+    out = T.random_crop(x, rng, spec)
+    assert out.shape == (2, 8, 8, 3) and out.min() >= 0 and out.max() <= 255
+
+
+def test_augmentations_keep_shape_and_range():
+    rng = np.random.default_rng(1)
+    clip = rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    for name, op in T.RANDAUGMENT_OPS.items():
+        y = np.clip(op(clip, 0.5, rng), 0, 255)
+        assert y.shape == clip.shape, name
+    spec = T.ClipSpec(frames=4, stride=1, crop=16, flip=True, color_jitter=1.0, randaugment_layers=2)
+    out = T.augment(clip, rng, spec)
+    assert out.dtype == np.float32 and out.shape == clip.shape and out.min() >= -1 and out.max() <= 1
+    video, soft = T.mixup(np.stack([out, -out]), np.array([0, 1]), 3, 0.4, rng)
+    np.testing.assert_allclose(soft.sum(-1), 1, atol=1e-6)
+    assert video.shape == (2, 4, 16, 16, 3)
+
+
+def test_even_starts():
+    spec = T.ClipSpec(frames=4, stride=2, crop=8)  # span 7
+    assert T.even_starts(20, spec, 1) == [6]
+    assert T.even_starts(20, spec, 3) == [0, 6, 13]
+    assert T.even_starts(7, spec, 4) == [0, 0, 0, 0]
+
+
+# ------------------------------------------------------------------------------------------------ iterators
+
+
+def test_train_iterator_shapes_range_and_determinism(tmp_path):
+    cfg = _cfg(_npy_source(tmp_path), data__frames=4, data__stride=2, data__crop=16)
+    it = pipeline.train_iterator(cfg, batch_size=5, seed=3)
+    b = next(it)
+    assert b["video"].shape == (5, 4, 16, 16, 3) and b["video"].dtype == np.float32
+    assert b["label"].dtype == np.int32 and b["label"].shape == (5,)
+    assert -1 <= b["video"].min() and b["video"].max() <= 1
+    # stride 2: red channel (frame index * 12) steps by 24 between sampled frames, up to interpolation
+    red = (b["video"][..., 0].mean(axis=(2, 3)) + 1) * 127.5
+    np.testing.assert_allclose(np.diff(red, axis=1), 24, atol=1)
+    same = [next(pipeline.train_iterator(cfg, batch_size=5, seed=3))["video"] for _ in range(2)]
+    np.testing.assert_array_equal(same[0], b["video"])
+    other = next(pipeline.train_iterator(cfg, batch_size=5, seed=4))
+    assert not np.array_equal(other["label"], b["label"])
+
+
+def test_train_iterator_resumes_exactly(tmp_path):
+    cfg = _cfg(_npy_source(tmp_path), data__frames=4, data__crop=16)
+    it = pipeline.train_iterator(cfg, batch_size=7, seed=0)
+    for _ in range(5):  # past one epoch of 24 clips
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))  # survives a JSON checkpoint
+    expected = [next(it) for _ in range(4)]
+    resumed = pipeline.train_iterator(cfg, batch_size=7, seed=0)
+    resumed.set_state(state)
+    for want in expected:
+        got = next(resumed)
+        np.testing.assert_array_equal(got["label"], want["label"])
+        np.testing.assert_array_equal(got["video"], want["video"])
+
+
+def test_epochs_reshuffle_and_cover_the_split(tmp_path):
+    cfg = _cfg(_npy_source(tmp_path), data__frames=2, data__crop=8)
+    it = pipeline.train_iterator(cfg, batch_size=6, seed=0)
+    epoch1 = np.concatenate([next(it)["label"] for _ in range(4)])
+    epoch2 = np.concatenate([next(it)["label"] for _ in range(4)])
+    assert sorted(epoch1) == list(range(24)) and sorted(epoch2) == list(range(24))
+    assert not np.array_equal(epoch1, epoch2)
+
+
+def test_train_shards_are_disjoint_and_cover_everything(tmp_path):
+    cfg = _cfg(_npy_source(tmp_path), data__frames=2, data__crop=8)
+    seen = []
+    for shard in range(3):
+        it = pipeline.train_iterator(cfg, batch_size=4, seed=0, shard_index=shard, shard_count=3)
+        seen.append(np.concatenate([next(it)["label"] for _ in range(2)]))  # one epoch of 8 clips
+    assert sorted(np.concatenate(seen).tolist()) == list(range(24))
+    with pytest.raises(VivitError, match="shard_index"):
+        pipeline.train_iterator(cfg, batch_size=4, shard_index=3, shard_count=3)
+
+
+def test_eval_iterator_views_padding_and_sharding(tmp_path):
+    cfg = _cfg(_npy_source(tmp_path, n=22, frames=20, size=24), data__frames=4, data__stride=2, data__crop=16)
+    indices = []
+    for shard in range(3):
+        batches = list(pipeline.eval_iterator(cfg, split="train", views=(3, 2), batch_size=4,
+                                              shard_index=shard, shard_count=3))
+        assert len(batches) == 2  # ceil(ceil(22/3)/4): every shard yields the same number of batches
+        for b in batches:
+            assert b["video"].shape == (4, 6, 4, 16, 16, 3)
+            assert b["mask"].dtype == bool
+            indices += b["index"][b["mask"]].tolist()
+            np.testing.assert_array_equal(b["label"][b["mask"]], b["index"][b["mask"]])
+            assert (b["index"][~b["mask"]] == -1).all()
+        first = batches[0]["video"][0]
+        red = (first[..., 0].mean(axis=(2, 3)) + 1) * 127.5  # [views, frames] -> frame index * 12
+        starts = np.rint(red[::2, 0] / 12).astype(int)
+        assert starts.tolist() == [0, 6, 13]  # 3 temporal views spread over 20 frames (span 7)
+    assert sorted(indices) == list(range(22))
+
+
+def test_short_array_clips_are_an_error(tmp_path):
+    cfg = _cfg(_npy_source(tmp_path, frames=6), data__frames=4, data__stride=2)
+    with pytest.raises(VivitError, match="shorter than data.frames x data.stride"):
+        pipeline.train_iterator(cfg, batch_size=2)
+
+
+def test_still_images(tmp_path):
+    cfg = _cfg(_npy_source(tmp_path), data__crop=16)
+    images, labels = pipeline_still(cfg)
+    assert images.shape == (12, 16, 16, 3) and labels.tolist() == list(range(12))
+    red = (images[..., 0].mean() + 1) * 127.5
+    assert abs(red - 6 * 12) < 1  # the middle frame
+
+
+def pipeline_still(cfg):
+    from vivit_cli import data
+
+    return data.still_images(cfg, "val")
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_batches(tmp_path):
+    src = _npy_source(tmp_path)
+    cfg0 = _cfg(src, data__frames=4, data__crop=16)
+    cfg1 = _cfg(src, data__frames=4, data__crop=16, data__workers=1)
+    a = pipeline.train_iterator(cfg0, batch_size=4, seed=2)
+    b = pipeline.train_iterator(cfg1, batch_size=4, seed=2)
+    for _ in range(3):
+        x, y = next(a), next(b)
+        np.testing.assert_array_equal(x["video"], y["video"])
+    state = b.get_state()
+    json.dumps(state)
+    want = next(b)
+    c = pipeline.train_iterator(cfg1, batch_size=4, seed=2)
+    c.set_state(state)
+    np.testing.assert_array_equal(next(c)["label"], want["label"])
