@@ -46,11 +46,16 @@ def report_command(
         raise VivitError(f"{'--plot' if plot else '--format csv'} takes one --table, got {len(specs)}")
     runs, stats = rep.load_runs(results)
     reports = [rep.build(spec, runs, stats, accuracy=accuracy) for spec in specs]
-    if fmt == "table":
-        if out is None:
-            _emit([render.to_rich(r, spread) for r in reports], None)
-        else:
-            _emit("\n".join(render.render(r, fmt, spread) for r in reports), out)
+    if fmt == "table" and out is None:
+        from rich.console import Console
+
+        for r in reports:
+            # Never crop a column: a console narrower than the table gets the table's width (the terminal wraps).
+            need = render.rich_min_width(r, spread)
+            console = Console()
+            console.print(render.to_rich(r, spread), width=max(console.width, need), crop=False)
+    elif fmt == "table":
+        _emit("\n".join(render.render(r, fmt, spread) for r in reports), out)
     elif fmt == "json":
         docs = [render.to_dict(r, spread) for r in reports]
         _emit(json.dumps(docs[0] if len(docs) == 1 else {"tables": docs}, indent=2) + "\n", out)
@@ -99,7 +104,7 @@ def _overview(rows: list[dict], notes: list[str], fmt: str, results: str):
     if fmt == "json":
         return json.dumps({"results": results, "tables": rows, "notes": notes}, indent=2) + "\n"
     keys = ["table", "cells_done", "cells_total", "cells_partial", "cells_failed", "runs_done", "runs_running",
-            "runs_failed", "title"]
+            "runs_failed", "title", "paper_ref"]
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
@@ -107,22 +112,25 @@ def _overview(rows: list[dict], notes: list[str], fmt: str, results: str):
         writer.writerows(rows)
         return buf.getvalue()
     if fmt in ("markdown", "latex"):
-        lines = ["| table | cells done | runs done / running / failed | title |", "|---|---:|---:|---|"]
+        lines = ["| table | cells done | runs done / running / failed | what | paper |", "|---|---:|---:|---|---|"]
         lines += [f"| {r['table']} | {r['cells_done']}/{r['cells_total']} | {r['runs_done']} / {r['runs_running']} / "
-                  f"{r['runs_failed']} | {r['title']} |" for r in rows]
+                  f"{r['runs_failed']} | {r['title']} | {r['paper_ref']} |" for r in rows]
         return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
     from rich.table import Table
 
     t = Table(title=f"Report tables in {results}", caption="\n".join(
-        notes + ["vivit report --table NAME [--format markdown|csv|latex|json] [--plot FILE.png]"]),
+        notes + ["Runs d/r/f: done / running or interrupted / failed.",
+                 "vivit report --table NAME [--format markdown|csv|latex|json] [--plot FILE.png]"]),
         caption_justify="left")
-    for key, label in (("table", "Table"), ("cells", "Cells done"), ("runs", "Runs done / running / failed"),
-                       ("title", "What")):
-        t.add_column(label, justify="right" if key in ("cells", "runs") else "left")
+    for key, label in (("table", "Table"), ("cells", "Cells done"), ("runs", "Runs d/r/f"),
+                       ("title", "What"), ("paper", "Paper")):
+        t.add_column(label, justify="right" if key in ("cells", "runs") else "left", no_wrap=key == "table",
+                     min_width=len(label) if key in ("cells", "runs") else None)
     for r in rows:
         style = "green" if r["cells_done"] == r["cells_total"] and r["cells_total"] else None
         t.add_row(r["table"], f"{r['cells_done']}/{r['cells_total']}",
-                  f"{r['runs_done']} / {r['runs_running']} / {r['runs_failed']}", r["title"], style=style)
+                  f"{r['runs_done']} / {r['runs_running']} / {r['runs_failed']}", r["title"], r["paper_ref"],
+                  style=style)
     return t
 
 

@@ -232,7 +232,7 @@ def completeness(spec: tables.TableSpec, all_runs) -> dict:
     rep = build(spec, all_runs)
     runs = rep.runs
     return {
-        "table": spec.name, "title": spec.title, "cells_done": rep.cells_done, "cells_total": rep.cells_total,
+        "table": spec.name, "title": spec.title, "paper_ref": spec.paper_ref, "cells_done": rep.cells_done, "cells_total": rep.cells_total,
         "cells_partial": int((rep.cells["status"] == PARTIAL).sum()),
         "cells_failed": int((rep.cells["status"] == FAILED).sum()),
         "runs_done": int((runs["status"] == DONE).sum()), "runs_failed": int((runs["status"] == FAILED).sum()),

@@ -96,7 +96,7 @@ def _plot_line(report: Report, fig, categorical: bool = False) -> None:
                 label=paper.label)
     ticks = sorted({x for x in xs.values() if x is not None})
     labels = [next(r for r in rows if xs[r] == t).split("=")[-1] for t in ticks]
-    ax.set_title(report.spec.title, fontsize=9)
+    ax.set_title(report.spec.full_title, fontsize=9)
     panels = [(ax, "top-1 (%)")]
     if flops:
         fx = axes[1]
@@ -142,7 +142,7 @@ def _plot_bars(report: Report, fig) -> None:
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(report.spec.title, fontsize=10)
+    ax.set_title(report.spec.full_title, fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     if unique:

@@ -90,7 +90,8 @@ class PaperColumn:
 @dataclass(frozen=True)
 class TableSpec:
     name: str
-    title: str
+    title: str  # what the table compares, e.g. "Input encoding"
+    paper_ref: str  # where the paper has it, e.g. "Table 1"
     grids: tuple[str, ...]  # grids that feed it (used when a cell.json has no `table`)
     rows: tuple[str, ...]  # expected rows, in the paper's order; rows found in the run store are appended
     columns: tuple[str, ...]  # expected accuracy columns (cell.json `column`)
@@ -103,6 +104,10 @@ class TableSpec:
     row_header: str = "Row"
     plot: str = "bars"  # bars | flops (accuracy vs GFLOPs) | line (vs the row's number) | tubelet (rows in order)
     numeric_rows: bool = False  # rows sort by their number (L_t, tubelet length) when new ones are found
+
+    @property
+    def full_title(self) -> str:
+        return f"{self.title} (paper {self.paper_ref})"
 
     def column_label(self, column: str) -> str:
         return self.column_labels.get(column, f"{column} top-1")
@@ -119,7 +124,8 @@ def _add(spec: TableSpec) -> None:
 
 _add(TableSpec(
     name="embed-ablation",
-    title="Input encoding (paper Table 1)",
+    title="Input encoding",
+    paper_ref="Table 1",
     grids=("embed-ablation",),
     rows=EMBED_ROWS,
     columns=(APPEARANCE,),
@@ -131,7 +137,8 @@ _add(TableSpec(
 
 _add(TableSpec(
     name="model-variants",
-    title="Model variants (paper Table 2)",
+    title="Model variants",
+    paper_ref="Table 2",
     grids=("model-variants",),
     rows=VARIANT_ROWS,
     columns=(APPEARANCE, MOTION),
@@ -156,7 +163,8 @@ _add(TableSpec(
 
 _add(TableSpec(
     name="temporal-layers",
-    title="Temporal layers L_t of the factorised encoder (paper arXiv v2 Table 3)",
+    title="Temporal layers L_t of model 2",
+    paper_ref="arXiv v2 Table 3",
     grids=("temporal-layers",),
     rows=tuple(temporal_layers_row(n) for n in (0, 1, 2, 4, 8)),
     columns=(APPEARANCE,),
@@ -172,7 +180,8 @@ _add(TableSpec(
 
 _add(TableSpec(
     name="attention-order",
-    title="Attention order of model 3 (paper Sec. 3.3)",
+    title="Attention order of model 3",
+    paper_ref="Sec. 3.3, no numbers",
     grids=("attention-order",),
     rows=(SPACE_TIME, TIME_SPACE),
     columns=(APPEARANCE, MOTION),
@@ -184,7 +193,8 @@ _add(TableSpec(
 
 _add(TableSpec(
     name="tubelet-size",
-    title="Tubelet size (paper arXiv v2 Fig. 8 / ICCV Fig. 6)",
+    title="Tubelet size",
+    paper_ref="v2 Fig. 8 / ICCV Fig. 6",
     grids=("tubelet-size",),
     rows=("8x8", "8x4", "8x2"),
     columns=tuple(VARIANT_SHORT.values()),
@@ -201,7 +211,8 @@ _add(TableSpec(
 
 _add(TableSpec(
     name="regularisation",
-    title="Progressive regularisation, cumulative rows (paper arXiv v2 Table 4 / ICCV Table 3)",
+    title="Regularisation, cumulative",
+    paper_ref="v2 Table 4 / ICCV Table 3",
     grids=("regularisation",),
     rows=REGULARISATION_ROWS,
     columns=(MOTION,),
