@@ -376,3 +376,14 @@ def test_rich_table_renders_every_row(store):
     for row in tables.VARIANT_ROWS:
         assert row in text
     assert "4/10 cells done" in text and "60.0 ± 10.0 (n=3)" in text and "455.2" in text
+
+
+def test_runs_without_a_column_label(tmp_path):
+    for grid, row in (("embed-ablation", UNIFORM_FRAME), ("model-variants", MODEL_1)):
+        d = write_run(tmp_path, grid, "a-s0", row=row, column=APPEARANCE, seed=0, summary=done(0.5))
+        cell = json.loads((d / "cell.json").read_text())
+        del cell["column"]
+        (d / "cell.json").write_text(json.dumps(cell))
+    assert report("embed-ablation", tmp_path).cells.iloc[0]["n"] == 1  # one column: the run belongs to it
+    rep = report("model-variants", tmp_path)
+    assert rep.cells["n"].sum() == 0 and any("without a `column`" in n for n in rep.notes)

@@ -153,8 +153,11 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
     """The report of one table from every run in the store (`store.load_runs`)."""
     import pandas as pd
 
-    runs = all_runs[all_runs["table"] == spec.name]
-    runs = select_accuracy(runs, accuracy)
+    runs = select_accuracy(all_runs[all_runs["table"] == spec.name], accuracy)
+    unlabelled = int(runs["column"].isna().sum())
+    if unlabelled and len(spec.columns) == 1:
+        runs["column"] = runs["column"].fillna(spec.columns[0])  # a one-column table needs no column label
+        unlabelled = 0
     rows = _ordered(spec.rows, runs["row"].tolist(), spec.numeric_rows)
     columns = _ordered(spec.columns, runs["column"].dropna().tolist(), False)
 
@@ -185,6 +188,8 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
     # Labels the table does not expect are still shown (never dropped), but most likely a grid's typo: say so.
     odd_rows = [] if spec.numeric_rows else [r for r in rows if r not in spec.rows]
     odd_columns = [c for c in columns if c not in spec.columns]
+    if unlabelled:
+        notes.append(f"{unlabelled} run(s) without a `column` in cell.json are not shown")
     if odd_rows or odd_columns:
         names = ", ".join(repr(x) for x in odd_rows + odd_columns)
         notes.append(f"labels not among this table's rows/columns (check the grid's cell.json labels): {names}")

@@ -31,7 +31,7 @@ class LoadStats:
     def notes(self) -> list[str]:
         out = []
         if self.no_cell:
-            out.append(f"{len(self.no_cell)} run folder(s) without a readable cell.json ignored "
+            out.append(f"{len(self.no_cell)} run folder(s) without a readable cell.json (with a row) ignored "
                        f"(e.g. {self.no_cell[0]})")
         if self.superseded:
             out.append(f"{self.superseded} older run(s) of the same cell and seed superseded by newer ones")
