@@ -129,9 +129,10 @@ def _restore_params(step_dir: Path):
     import orbax.checkpoint as ocp
 
     _quiet_absl()
-    item = step_dir / "params"
+    item = Path(step_dir).absolute() / "params"  # orbax refuses relative paths
     with ocp.PyTreeCheckpointer() as ckptr:
         meta = ckptr.metadata(item)
+        meta = getattr(meta, "item_metadata", meta)  # orbax 0.12 wraps the tree metadata in a StepMetadata
         tree = getattr(meta, "tree", meta)
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         return ckptr.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
@@ -176,7 +177,8 @@ def load(path: str | Path, step: int | None = None):
     - a training workdir (`config.json` + `checkpoints/`): its newest readable step, or `step`;
     - one step folder `<workdir>/checkpoints/<step>`;
     - a converted reference checkpoint: a `.safetensors`/`.msgpack` file whose keys are "/"-joined parameter
-      paths, or a folder holding `params.safetensors`/`params.msgpack`, with a `config.json` beside it.
+      paths, or a folder holding `params.safetensors`/`params.msgpack`, with a `config.json` beside it;
+    - a params-only folder: `config.json` + an Orbax `params/` item (no optimizer state).
 
     Params come back as a nested dict of numpy float arrays (host memory); put them on devices as needed.
     """
@@ -190,6 +192,9 @@ def load(path: str | Path, step: int | None = None):
             return _read_config(p / "config.json"), _load_flat_file(p / name)
     if p.name.isdigit() and (p / "params").is_dir():
         return _read_config(p.parent.parent / "config.json"), _restore_params(p)
+    if (p / "params").is_dir() and (p / "config.json").is_file():
+        # params-only checkpoint (e.g. a converted reference model): config.json + an Orbax params/ item
+        return _read_config(p / "config.json"), _restore_params(p)
     root = p / "checkpoints"
     if not root.is_dir():
         raise VivitError(f"{p}: not a run directory (no checkpoints/), a step folder or a weights file")
