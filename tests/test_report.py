@@ -112,6 +112,13 @@ def test_cell_state(counts, state):
     assert aggregate.cell_state(*counts) == state
 
 
+def test_metric_columns_share_their_decimals():
+    assert render.numbers([0.8, 0.3, math.nan]) == ["0.800", "0.300", "—"]
+    assert render.numbers([455.2, 170.0]) == ["455.2", "170.0"] and render.numbers([455.2, 17.0])[1] == "17.00"
+    assert render.numbers([0.00159, 0.0021]) == ["0.00159", "0.00210"]
+    assert render.numbers([math.nan]) == ["—"]
+
+
 def test_row_label_helpers():
     assert tables.temporal_layers_row(4) == "L_t=4"
     assert tables.tubelet_row("2x16x16") == "16x2"
@@ -142,7 +149,7 @@ def test_load_runs_states_and_skips(store):
     assert by_id.loc["m2m-s0", "status"] == "running"  # truncated summary.json
     assert by_id.loc["inf-s0", "status"] == "running"  # no summary.json yet
     assert by_id.loc["m4a-s0", "top1"] == 0.45
-    assert "m4a-old-s0" not in by_id.index and stats.superseded == 1
+    assert "m4a-old-s0" not in by_id.index and stats.superseded == {"model-variants": 1}
     assert sorted(stats.no_cell) == ["model-variants/no-cell-json", "model-variants/torn-cell-json"]
     assert "_pretrain" not in " ".join(runs["path"])
     assert len(runs) == 15  # 11 model-variants runs after the superseded one, 4 embed-ablation
@@ -211,6 +218,9 @@ def test_model_variants_frame_is_exact(store):
     pd.testing.assert_frame_equal(rep.frame, expected_model_variants_frame(), check_dtype=False, atol=1e-9)
     assert (rep.cells_done, rep.cells_total) == (4, 10)
     assert rep.devices == ["cpu"]
+    assert any("1 older run(s)" in n for n in rep.notes) and any("2 run folder(s)" in n for n in rep.notes)
+    # What was skipped in another table's grid is not this table's business.
+    assert not any("older run" in n or "run folder" in n for n in report("embed-ablation", store).notes)
     m1 = rep.cells[(rep.cells["row"] == MODEL_1) & (rep.cells["column"] == APPEARANCE)].iloc[0]
     assert m1["seeds"] == [0, 1, 2]
     m3 = rep.cells[(rep.cells["row"] == MODEL_3) & (rep.cells["column"] == APPEARANCE)].iloc[0]
@@ -223,7 +233,7 @@ def test_model_variants_display_strings(store):
                        "Runtime (ms/clip, cpu)", "Paper K400 top-1", "Paper EK top-1", "Paper GFLOPs",
                        "Paper params (M)", "Paper runtime (ms)"]
     assert kinds == ["row"] + ["ours"] * 5 + ["paper"] * 5
-    assert body[0] == [MODEL_1, "60.0 ± 10.0 (n=3)", "42.0 ± 2.8 (n=2)", "0.8", "2.00", "5.00", "80.0", "43.1",
+    assert body[0] == [MODEL_1, "60.0 ± 10.0 (n=3)", "42.0 ± 2.8 (n=2)", "0.800", "2.00", "5.00", "80.0", "43.1",
                        "455.2", "88.9", "58.9"]
     assert body[1][1:3] == ["55.0 (n=1, 1 failed)", "running (1)"]
     assert body[2][1:4] == ["failed (1)", "missing", "—"]

@@ -184,7 +184,7 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
     frame = _frame(spec, display_rows, columns, cells, runs)
     done_runs = runs[runs["status"] == DONE]
     devices = sorted({str(d) for d in done_runs["device"] if d})
-    notes = list(stats.notes()) if stats else []
+    notes = stats.notes(grids=spec.grids, table=spec.name) if stats else []
     # Labels the table does not expect are still shown (never dropped), but most likely a grid's typo: say so.
     odd_rows = [] if spec.numeric_rows else [r for r in rows if r not in spec.rows]
     odd_columns = [c for c in columns if c not in spec.columns]

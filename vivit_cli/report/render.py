@@ -25,16 +25,21 @@ def _nan(x) -> bool:
         return True
 
 
-def number(x) -> str:
-    """Metric values span 0.01 GFLOPs (CPU models) to 455 (ViViT-B): keep about three significant digits."""
-    if _nan(x):
-        return DASH
-    x = float(x)
-    if abs(x) >= 100:
-        return f"{x:.1f}"
-    if abs(x) >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3g}"
+def _decimals(x: float) -> int:
+    """Decimals for about three significant digits: metrics span 0.002 GFLOPs (CPU models) to 455 (ViViT-B)."""
+    x = abs(x)
+    if x >= 100:
+        return 1
+    if x >= 1 or x == 0:
+        return 2
+    return min(6, 2 - math.floor(math.log10(x)))
+
+
+def numbers(values) -> list[str]:
+    """One column of metric values with the same number of decimals, so they line up and compare at a glance."""
+    finite = [float(v) for v in values if not _nan(v)]
+    d = max((_decimals(v) for v in finite), default=2)
+    return [DASH if _nan(v) else f"{float(v):.{d}f}" for v in values]
 
 
 def accuracy_text(rec: dict, column: str, spread: str = "std", pm: str = "±") -> str:
@@ -84,11 +89,13 @@ def header_and_rows(report: Report, spread: str = "std", pm: str = "±") -> tupl
     for paper in spec.paper:
         headers.append(paper.label)
         kinds.append("paper")
+    recs = _records(report)
+    metric_text = {key: numbers([rec.get(key) for rec in recs]) for key, _ in metric_columns}
     body = []
-    for rec in _records(report):
+    for i, rec in enumerate(recs):
         line = [rec["row"]]
         line += [accuracy_text(rec, c, spread, pm) for c in report.columns]
-        line += [number(rec.get(key)) for key, _ in metric_columns]
+        line += [metric_text[key][i] for key, _ in metric_columns]
         # The paper prints one decimal everywhere.
         line += [DASH if _nan(rec.get(p.label)) else f"{float(rec[p.label]):.1f}" for p in spec.paper]
         body.append(line)

@@ -25,16 +25,20 @@ DONE, FAILED, RUNNING = "done", "failed", "running"
 class LoadStats:
     """Folders that hold no usable run: counted and reported, never silently dropped."""
 
-    no_cell: list[str] = field(default_factory=list)  # run folders without a readable cell.json
-    superseded: int = 0  # older runs of the same table/row/column/seed (a rerun with another config)
+    no_cell: list[str] = field(default_factory=list)  # "<grid>/<run>" folders without a readable cell.json
+    superseded: dict[str, int] = field(default_factory=dict)  # per table: older runs of the same row/column/seed
 
-    def notes(self) -> list[str]:
+    def notes(self, grids: tuple[str, ...] | None = None, table: str | None = None) -> list[str]:
+        """What was skipped: everywhere, or only what concerns one table (its grids, its runs)."""
+        no_cell = [p for p in self.no_cell if grids is None or p.split("/")[0] in grids]
+        superseded = sum(n for t, n in self.superseded.items() if table is None or t == table)
         out = []
-        if self.no_cell:
-            out.append(f"{len(self.no_cell)} run folder(s) without a readable cell.json (with a row) ignored "
-                       f"(e.g. {self.no_cell[0]})")
-        if self.superseded:
-            out.append(f"{self.superseded} older run(s) of the same cell and seed superseded by newer ones")
+        if no_cell:
+            out.append(f"{len(no_cell)} run folder(s) without a readable cell.json (with a row) ignored "
+                       f"(e.g. {no_cell[0]})")
+        if superseded:
+            out.append(f"{superseded} older run(s) of the same cell and seed superseded by newer ones "
+                       "(a grid rerun with other settings)")
         return out
 
 
@@ -122,7 +126,7 @@ def load_runs(results_dir: str | os.PathLike):
 
 
 def _drop_superseded(frame):
-    """Keeps the newest run per (table, row, column, seed).
+    """Keeps the newest run per (table, row, column, seed); returns the frame and the drop count per table.
 
     Two run folders land on the same seed of the same cell only when a grid is rerun with other overrides (so
     other run ids): averaging both would mix two different experiments, and the newer one is what the user asked for.
@@ -130,10 +134,11 @@ def _drop_superseded(frame):
     import pandas as pd
 
     if frame.empty:
-        return frame, 0
+        return frame, {}
     keyed = frame[frame["seed"].notna()]
     ordered = keyed.sort_values(["mtime", "run_id"], ascending=[False, True], kind="stable")
     kept = ordered.drop_duplicates(["table", "row", "column", "seed"], keep="first")
+    dropped = keyed.loc[keyed.index.difference(kept.index), "table"].astype(str).value_counts().to_dict()
     out = pd.concat([kept, frame[frame["seed"].isna()]])
     out = out.sort_values(["grid", "run_id"], kind="stable").reset_index(drop=True)
-    return out, len(keyed) - len(kept)
+    return out, {str(k): int(v) for k, v in dropped.items()}
