@@ -1,0 +1,92 @@
+"""What an evaluation leaves behind: the eval.json entry, saved logits, a confusion-matrix plot.
+
+eval.json maps "<split>@<T>x<S>" to one evaluation, so evaluations of several splits and view counts
+coexist; an evaluation on other data than the run's own (`--data`) gets "+<hash of the source>"
+appended to its key, so it cannot overwrite the entry that reports read for the run's own data.
+Nothing here runs unless the evaluation succeeded, and every file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vivit_cli.errors import VivitError
+from vivit_cli.io import atomic_write_bytes, atomic_write_json, read_json
+
+EVAL_FILE = "eval.json"
+
+
+def eval_key(split: str, views: tuple[int, int], source: str | None = None, own_source: str | None = None) -> str:
+    key = f"{split}@{views[0]}x{views[1]}"
+    if source and own_source and source != own_source:
+        key += "+" + hashlib.sha256(source.encode()).hexdigest()[:8]
+    return key
+
+
+def entry(result, *, checkpoint: str, step: int | None) -> dict:
+    m = result.metrics
+    out = {"top1": m["top1"], "top5": m["top5"], "mean_class_accuracy": m["mean_class_accuracy"],
+           "split": result.split, **result.stats, "checkpoint": checkpoint, "step": step,
+           "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def merge_eval_json(home: Path, key: str, value: dict) -> Path:
+    """Adds/replaces one key of home/eval.json, keeping the others. The folder is locked meanwhile so that
+    two evaluations finishing together both land (flock on the folder itself: no lock file is left)."""
+    path = Path(home) / EVAL_FILE
+    fd = os.open(home, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        current = read_json(path)
+        data = current if isinstance(current, dict) else {}
+        data[key] = value
+        atomic_write_json(path, data)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    return path
+
+
+def _npy_bytes(save) -> bytes:
+    buf = io.BytesIO()
+    save(buf)
+    return buf.getvalue()
+
+
+def save_logits(path: str | Path, result) -> None:
+    """.npy: the per-video logits [N, C]; otherwise an .npz with logits, view_logits [N, V, C], label, index."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        data = _npy_bytes(lambda f: np.save(f, result.logits.astype(np.float32), allow_pickle=False))
+    else:
+        arrays = {"logits": result.logits.astype(np.float32), "label": result.labels.astype(np.int32),
+                  "index": result.index.astype(np.int32)}
+        if result.view_logits is not None:
+            arrays["view_logits"] = result.view_logits.astype(np.float32)
+        data = _npy_bytes(lambda f: np.savez(f, **arrays))
+    atomic_write_bytes(path, data)
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    atomic_write_bytes(path, _npy_bytes(lambda f: np.save(f, array, allow_pickle=False)))
+
+
+def check_writable(path: str | Path | None, what: str) -> None:
+    """Fails before the (long) evaluation rather than after it, when an output file cannot be written."""
+    if path is None:
+        return
+    parent = Path(path).expanduser().absolute().parent
+    if not parent.is_dir():
+        raise VivitError(f"{what} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise VivitError(f"{what} {path}: folder {parent} is not writable")
+    if Path(path).is_dir():
+        raise VivitError(f"{what} {path}: is a folder")
