@@ -64,15 +64,33 @@ def _axis_weights(n_in: int, start: float, length: float, n_out: int) -> tuple[n
     return i0, i1, (pos - i0).astype(np.float32)
 
 
+def _weight_matrix(n_in: int, start: float, length: float, n_out: int) -> np.ndarray:
+    i0, i1, w = _axis_weights(n_in, start, length, n_out)
+    m = np.zeros((n_out, n_in), np.float32)
+    np.add.at(m, (np.arange(n_out), i0), 1 - w)
+    np.add.at(m, (np.arange(n_out), i1), w)
+    return m
+
+
 def crop_resize(frames: np.ndarray, top: float, left: float, size_h: float, size_w: float,
                 out_h: int, out_w: int) -> np.ndarray:
     """Bilinear resize of the region [top, top+size_h) x [left, left+size_w) of frames [T, H, W, C] -> float32."""
-    _, h, w, _ = frames.shape
+    t, h, w, c = frames.shape
+    if max(h, w) <= 96:
+        # Small frames: two BLAS matmuls with dense interpolation weights beat four fancy-index gathers 3x.
+        wr = _weight_matrix(h, top, size_h, out_h)
+        wc = _weight_matrix(w, left, size_w, out_w)
+        rows = np.matmul(wr, frames.reshape(t, h, w * c).astype(np.float32)).reshape(t, out_h, w, c)
+        return np.matmul(wc, rows)
+    # Large frames: gather the needed rows while still uint8 (a quarter of the bytes), then interpolate.
     r0, r1, wr = _axis_weights(h, top, size_h, out_h)
     c0, c1, wc = _axis_weights(w, left, size_w, out_w)
-    x = frames.astype(np.float32) if frames.dtype != np.float32 else frames
-    rows = x[:, r0] + (x[:, r1] - x[:, r0]) * wr[None, :, None, None]
-    return rows[:, :, c0] + (rows[:, :, c1] - rows[:, :, c0]) * wc[None, None, :, None]
+    lo, hi = int(c0.min()), int(c1.max()) + 1
+    top_rows = frames[:, r0, lo:hi].astype(np.float32)
+    rows = top_rows + (frames[:, r1, lo:hi].astype(np.float32) - top_rows) * wr[None, :, None, None]
+    c0, c1 = c0 - lo, c1 - lo
+    left_cols = rows[:, :, c0]
+    return left_cols + (rows[:, :, c1] - left_cols) * wc[None, None, :, None]
 
 
 def random_crop(frames: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:
