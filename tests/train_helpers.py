@@ -106,7 +106,11 @@ RUNNER = """
 import json, sys
 sys.path.insert(0, {tests!r})
 import train_helpers as h
-summary = h.run_synthetic(sys.argv[1], json.loads(sys.argv[2]))
+from vivit_cli.train.loop import Preempted
+try:
+    summary = h.run_synthetic(sys.argv[1], json.loads(sys.argv[2]))
+except Preempted:
+    sys.exit(143)
 print("SUMMARY", json.dumps(summary))
 """
 
