@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from vivit_cli.errors import VivitError
 from vivit_cli.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-from .tree import check_against, flatten
+from .tree import check_against, flatten, to_float32
 
 PARAMS_FILE = "params.safetensors"
 LABELS_FILE = "labels.json"
@@ -40,6 +40,7 @@ def write_converted(out_dir: str | Path, cfg, params: Mapping[str, Any], labels:
     if (out / "checkpoints").is_dir():
         raise VivitError(f"--out {out}: a training run directory; choose a new folder for converted weights")
     num_classes = cfg.data.num_classes
+    params = to_float32(params)  # host float32, whatever came in (jax arrays, bf16)
     check_against(params, cfg, num_classes)
     if labels is not None and len(labels) != num_classes:
         raise VivitError(f"{len(labels)} label names for {num_classes} classes (output_projection)")

@@ -1,0 +1,212 @@
+"""Hugging Face interop against transformers' own PyTorch ViViT (CPU, random weights built here).
+
+The acceptance bar: the converted checkpoint's logits match VivitForVideoClassification's on the same clip,
+max |diff| < 1e-4, for several configs, from both key spellings (v4 on disk, v5 in memory); and `to-hf`
+output loads with `from_pretrained` and gives our logits.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vivit_cli.errors import VivitError
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+TOL = 1e-4
+
+CONFIGS = {
+    # name: (VivitConfig kwargs)
+    "t2p4": dict(image_size=16, num_frames=4, tubelet_size=[2, 4, 4], hidden_size=32, num_hidden_layers=2,
+                 num_attention_heads=4, intermediate_size=64, num_labels=5),
+    "t1p8-3layers": dict(image_size=24, num_frames=3, tubelet_size=[1, 8, 8], hidden_size=24, num_hidden_layers=3,
+                         num_attention_heads=2, intermediate_size=40, num_labels=7),
+    "t4p4-gelu_new": dict(image_size=8, num_frames=8, tubelet_size=[4, 4, 4], hidden_size=16, num_hidden_layers=1,
+                          num_attention_heads=1, intermediate_size=48, num_labels=3, hidden_act="gelu_new"),
+}
+
+
+def _hf_model(kw, seed=0):
+    from transformers import VivitConfig, VivitForVideoClassification
+
+    torch.manual_seed(seed)
+    model = VivitForVideoClassification(VivitConfig(**kw)).eval()
+    with torch.no_grad():  # HF zero-inits cls/posemb and a fresh head says little: randomise everything
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    return model
+
+
+def _clip(kw, batch=2, seed=1):
+    s = kw["image_size"]
+    return np.random.default_rng(seed).uniform(-1, 1, (batch, kw["num_frames"], s, s, 3)).astype(np.float32)
+
+
+def _hf_logits(model, x):
+    with torch.no_grad():  # HF takes (B, T, C, H, W)
+        return model(pixel_values=torch.from_numpy(x.transpose(0, 1, 4, 2, 3).copy())).logits.numpy()
+
+
+def _our_logits(path, x):
+    from vivit_cli import models
+    from vivit_cli.train import checkpoint
+
+    cfg, params = checkpoint.load(path)
+    return np.asarray(models.build_model(cfg, cfg.data.num_classes).apply({"params": params}, x, train=False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_save_pretrained_folder_matches_transformers(name, tmp_path):
+    from vivit_cli import interop
+
+    kw = CONFIGS[name]
+    model = _hf_model(kw)
+    model.save_pretrained(tmp_path / "hf")
+    x = _clip(kw)
+    summary = interop.convert_hf(tmp_path / "hf", tmp_path / "ours")
+    assert summary["num_classes"] == kw["num_labels"]
+    assert summary["input"] == f"{kw['num_frames']}x{kw['image_size']}x{kw['image_size']}"
+    diff = np.abs(_our_logits(tmp_path / "ours", x) - _hf_logits(model, x)).max()
+    assert diff < TOL, diff
+
+
+@pytest.mark.slow
+def test_v5_names_and_pytorch_bin_match_transformers(tmp_path):
+    from safetensors.torch import save_file
+
+    from vivit_cli import interop
+
+    kw = CONFIGS["t2p4"]
+    model = _hf_model(kw, seed=3)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    assert any(k.startswith("vivit.layers.0.attention.q_proj") for k in state)  # the v5 in-memory names
+    x = _clip(kw, seed=4)
+    want = _hf_logits(model, x)
+    for weights in ("model.safetensors", "pytorch_model.bin"):
+        d = tmp_path / weights.split(".")[0]
+        d.mkdir()
+        model.config.to_json_file(d / "config.json")
+        if weights.endswith(".bin"):
+            torch.save(state, d / weights)
+        else:
+            save_file(state, d / weights)
+        interop.convert_hf(d, tmp_path / f"ours-{weights}")
+        assert np.abs(_our_logits(tmp_path / f"ours-{weights}", x) - want).max() < TOL
+
+
+@pytest.mark.slow
+def test_export_to_hf_loads_with_from_pretrained_and_matches(tmp_path):
+    """Our model (random params) -> to-hf -> transformers' from_pretrained gives our logits; and back again."""
+    import jax
+
+    from vivit_cli import config, interop, models
+    from vivit_cli.interop.writer import write_converted
+
+    cfg = config.build(["model.hidden=32", "model.layers=2", "model.heads=4", "model.mlp=48", "model.tubelet=2x4x4",
+                        "data.frames=6", "data.crop=12", "data.num_classes=4"])
+    params = models.init_params(cfg, 4, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda a: np.asarray(a) + rng.normal(0, 0.2, a.shape).astype(np.float32), params)
+    write_converted(tmp_path / "ours", cfg, params, ["a", "b", "c", "d"], {"source": "test"})
+    summary = interop.export_hf(tmp_path / "ours", tmp_path / "hf")
+    assert summary["tubelet_size"] == [2, 4, 4]
+
+    from transformers import VivitForVideoClassification
+
+    model = VivitForVideoClassification.from_pretrained(tmp_path / "hf").eval()
+    assert model.config.id2label[2] == "c" and model.config.hidden_act == "gelu_fast"
+    x = rng.uniform(-1, 1, (2, 6, 12, 12, 3)).astype(np.float32)
+    ours = np.asarray(models.build_model(cfg, 4).apply({"params": params}, x))
+    assert np.abs(_hf_logits(model, x) - ours).max() < TOL
+    interop.convert_hf(tmp_path / "hf", tmp_path / "back")
+    assert json.loads((tmp_path / "back" / "labels.json").read_text()) == ["a", "b", "c", "d"]
+    assert np.abs(_our_logits(tmp_path / "back", x) - ours).max() < 1e-5
+
+
+def _write_folder(d, kw, state=None, **config_changes):
+    from safetensors.numpy import save_file
+
+    from transformers import VivitConfig
+
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = VivitConfig(**kw).to_dict()
+    cfg.update(config_changes)
+    (d / "config.json").write_text(json.dumps(cfg))
+    if state is None:
+        state = {k: v.numpy() for k, v in _hf_model(kw).state_dict().items()}
+    save_file(state, str(d / "model.safetensors"))
+    return d
+
+
+def test_hf_bad_inputs(tmp_path):
+    from vivit_cli import interop
+
+    kw = CONFIGS["t2p4"]
+    base = {k: v.numpy() for k, v in _hf_model(kw).state_dict().items()}
+
+    with pytest.raises(VivitError, match="hidden_act='relu'"):
+        interop.convert_hf(_write_folder(tmp_path / "relu", kw, base, hidden_act="relu"), tmp_path / "o1")
+    with pytest.raises(VivitError, match="model_type is 'vit'"):
+        interop.convert_hf(_write_folder(tmp_path / "vit", kw, base, model_type="vit"), tmp_path / "o2")
+    no_head = {k: v for k, v in base.items() if not k.startswith("classifier.")}
+    with pytest.raises(VivitError, match="no classifier.weight"):
+        interop.convert_hf(_write_folder(tmp_path / "nohead", kw, no_head), tmp_path / "o3")
+    extra = {**base, "vivit.something.weight": np.zeros(3, np.float32)}
+    with pytest.raises(VivitError, match="unknown param vivit.something.weight"):
+        interop.convert_hf(_write_folder(tmp_path / "extra", kw, extra), tmp_path / "o4")
+    with pytest.raises(VivitError, match="tubelet_size=2x8x8 contradicts"):
+        interop.convert_hf(_write_folder(tmp_path / "tub", kw, base, tubelet_size=[2, 8, 8]), tmp_path / "o5")
+    with pytest.raises(VivitError, match="data.frames=8 contradicts"):
+        interop.convert_hf(_write_folder(tmp_path / "ok", kw, base), tmp_path / "o6", ["data.frames=8"])
+    bad = _write_folder(tmp_path / "trunc", kw, base)
+    (bad / "model.safetensors").write_bytes((bad / "model.safetensors").read_bytes()[:100])
+    with pytest.raises(VivitError, match="not a readable safetensors"):
+        interop.convert_hf(bad, tmp_path / "o7")
+    # A pickle that is not a tensor state dict is refused by weights_only, never executed.
+    pick = tmp_path / "pickle"
+    pick.mkdir()
+    (pick / "config.json").write_text((tmp_path / "ok" / "config.json").read_text())
+    torch.save({"x": object.__new__(_Evil)}, pick / "pytorch_model.bin")
+    with pytest.raises(VivitError, match="not a plain tensor state dict"):
+        interop.convert_hf(pick, tmp_path / "o8")
+    assert not _Evil.ran
+
+
+class _Evil:
+    ran = False
+
+    def __reduce__(self):
+        return (_Evil._run, ())
+
+    @staticmethod
+    def _run():
+        _Evil.ran = True
+
+
+def test_erf_gelu_is_accepted_with_a_warning(tmp_path):
+    from vivit_cli import interop
+
+    kw = CONFIGS["t2p4"]
+    folder = _write_folder(tmp_path / "erf", kw, hidden_act="gelu")
+    with pytest.warns(UserWarning, match="erf GELU"):
+        summary = interop.convert_hf(folder, tmp_path / "out")
+    assert any("erf GELU" in n for n in summary["notes"])
+
+
+def test_export_refuses_what_transformers_cannot_hold(tmp_path):
+    import jax
+
+    from vivit_cli import config, interop, models
+    from vivit_cli.interop.writer import write_converted
+
+    cfg = config.build(["model.variant=2", "model.hidden=16", "model.layers=1", "model.heads=2", "model.mlp=16",
+                        "model.temporal_layers=1", "model.tubelet=2x4x4", "data.frames=4", "data.crop=8",
+                        "data.num_classes=3"])
+    write_converted(tmp_path / "fe", cfg, models.init_params(cfg, 3, jax.random.key(0)), None, {})
+    with pytest.raises(VivitError, match="model.variant=factorised_encoder"):
+        interop.export_hf(tmp_path / "fe", tmp_path / "hf")
