@@ -124,7 +124,7 @@ def test_export_to_hf_loads_with_from_pretrained_and_matches(tmp_path):
     ours = np.asarray(models.build_model(cfg, 4).apply({"params": params}, x))
     assert np.abs(_hf_logits(model, x) - ours).max() < TOL
     interop.convert_hf(tmp_path / "hf", tmp_path / "back")
-    assert json.loads((tmp_path / "back" / "labels.json").read_text()) == ["a", "b", "c", "d"]
+    assert (tmp_path / "back" / "labels.txt").read_text().split() == ["a", "b", "c", "d"]
     assert np.abs(_our_logits(tmp_path / "back", x) - ours).max() < 1e-5
 
 

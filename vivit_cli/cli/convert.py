@@ -65,7 +65,7 @@ def scenic_command(
                                                "checkpoint, e.g. 300,97 (Epic Kitchens' default when it has 397)."),
     split_names: Optional[str] = typer.Option(None, "--split-names", help="Names of the groups, e.g. noun,verb."),
     head: Optional[str] = typer.Option(None, "--head", help="Keep only this group's logits (e.g. verb); default: "
-                                       "all, named <group>/<i> in labels.json."),
+                                       "all, named <group>/<i> in labels.txt."),
     as_json: bool = JsonOption,
 ) -> None:
     """Convert a Scenic ViViT checkpoint (any variant). The param tree gives variant, sizes, tubelet, classifier

@@ -37,7 +37,7 @@ def convert_scenic(checkpoint: str | Path, out: str | Path, sets: list[str] | No
                    class_splits: list[int] | None = None, split_names: list[str] | None = None,
                    head: str | None = None) -> dict[str, Any]:
     """A Scenic ViViT checkpoint -> a converted folder. Multi-head checkpoints (Epic Kitchens: one
-    output_projection of 300 noun + 97 verb logits) keep all logits, named `noun/i`, `verb/j` in labels.json,
+    output_projection of 300 noun + 97 verb logits) keep all logits, named `noun/i`, `verb/j` in labels.txt,
     unless `head` keeps one group."""
     from . import scenic
 
@@ -51,7 +51,7 @@ def convert_scenic(checkpoint: str | Path, out: str | Path, sets: list[str] | No
     inf = infer(params)
     if splits and class_splits is None:
         inf.notes.append(f"{num_classes} classes read as Epic Kitchens' heads "
-                         f"({', '.join(f'{n} {c}' for n, c in splits)}); labels.json names them")
+                         f"({', '.join(f'{n} {c}' for n, c in splits)}); labels.txt names them")
     cfg = build_config(inf, sets)
     provenance = {"source": "scenic", "file": str(path), "params_at": where, "sha256": writer.file_digest(path),
                   "class_splits": [[n, c] for n, c in splits] if splits else None, "head": head,
@@ -137,7 +137,7 @@ def export_hf(source: str | Path, out: str | Path) -> dict[str, Any]:
     num_classes = int(params["output_projection"]["kernel"].shape[-1])
     labels = writer.read_labels(source) or [f"LABEL_{i}" for i in range(num_classes)]
     if len(labels) != num_classes:
-        raise VivitError(f"{source}: labels.json has {len(labels)} names for {num_classes} classes")
+        raise VivitError(f"{source}: labels.txt has {len(labels)} names for {num_classes} classes")
     hf_cfg = hf.hf_config(cfg, labels)
     state = hf.params_to_hf(params, cfg.model.layers)
     o = Path(out)

@@ -1,7 +1,8 @@
 """Writes a converted checkpoint in the layout `train.checkpoint.load` reads:
 
   <dir>/params.safetensors   "/"-joined param names, float32
-  <dir>/labels.json          class names, when the source has them (a list, index = class id)
+  <dir>/labels.txt           class names, one per line (line i = class i), when the source has them; the
+                             file `vivit predict` reads beside config.json
   <dir>/interop.json         where the weights came from and what was assumed
   <dir>/config.json          the resolved config, written last: a folder without it is not a checkpoint yet
 """
@@ -18,7 +19,7 @@ from vivit_cli.io import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from .tree import check_against, flatten, to_float32
 
 PARAMS_FILE = "params.safetensors"
-LABELS_FILE = "labels.json"
+LABELS_FILE = "labels.txt"
 PROVENANCE_FILE = "interop.json"
 
 
@@ -48,7 +49,7 @@ def write_converted(out_dir: str | Path, cfg, params: Mapping[str, Any], labels:
     (out / "config.json").unlink(missing_ok=True)  # the folder is incomplete until config.json is back
     atomic_write_bytes(out / PARAMS_FILE, save(flatten(params), metadata={"format": "vivit-cli"}))
     if labels is not None:
-        atomic_write_json(out / LABELS_FILE, list(labels))
+        atomic_write_text(out / LABELS_FILE, "".join(" ".join(str(n).split()) + "\n" for n in labels))
     else:
         (out / LABELS_FILE).unlink(missing_ok=True)
     atomic_write_json(out / PROVENANCE_FILE, provenance)
@@ -57,10 +58,10 @@ def write_converted(out_dir: str | Path, cfg, params: Mapping[str, Any], labels:
 
 
 def read_labels(path: str | Path) -> list[str] | None:
-    """labels.json beside a checkpoint (a file or a folder), if there is one."""
-    from vivit_cli.io import read_json
-
+    """labels.txt (or label_names.txt) beside a checkpoint's config.json, if there is one."""
     p = Path(path)
     folder = p if p.is_dir() else p.parent
-    labels = read_json(folder / LABELS_FILE)
-    return [str(x) for x in labels] if isinstance(labels, list) else None
+    for name in (LABELS_FILE, "label_names.txt"):
+        if (folder / name).is_file():
+            return [ln.strip() for ln in (folder / name).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return None
