@@ -1,0 +1,19 @@
+"""Attention order of model 3 (factorised self-attention, paper Sec. 3.3): space then time vs time then space.
+
+The paper reports that the order makes no difference once the temporal attention starts at zero (Sec. 3.4);
+both cells run on both tasks. The space-then-time cells are shared with model-variants' "Model 3" cells.
+
+    vivit sweep attention-order                     # 2 orders x 2 tasks = 4 cells
+    vivit report --table attention-order
+"""
+
+from vivit_cli.report import tables as T
+from vivit_cli.sweep.grid import product, sweep, tasks
+
+TABLE = "attention-order"
+BASE = {"model.variant": "factorised_self_attention"}
+
+
+def cells(base, preset):
+    orders = sweep("model.attention_order", list(T.ATTENTION_ORDER_ROWS), row=T.ATTENTION_ORDER_ROWS.get)
+    return product(orders, tasks(preset))

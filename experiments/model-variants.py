@@ -1,0 +1,30 @@
+"""Model variants (paper Table 2): models 1-4 and the model-2 average-pool baseline, on both tasks.
+
+The appearance task plays Kinetics 400 and the motion task Epic Kitchens (at `--preset paper`: Kinetics 400 and
+Something-Something v2; point a column elsewhere with `--set motion:data.source=...`). The average-pool baseline
+is the factorised encoder with no temporal transformer (L_t = 0): it averages the frame embeddings. Cells shared
+with other grids (model 2 = temporal-layers' L_t cell, model 3 = attention-order's space-then-time cell) are
+trained once.
+
+    vivit sweep model-variants                      # 5 variants x 2 tasks = 10 cells
+    vivit report --table model-variants
+"""
+
+from vivit_cli.report import tables as T
+from vivit_cli.sweep.grid import chain, fixed, product, tasks
+
+TABLE = "model-variants"
+BASE = {}
+
+VARIANTS = (
+    ("spatio_temporal", T.MODEL_1, {}),
+    ("factorised_encoder", T.MODEL_2, {}),
+    ("factorised_self_attention", T.MODEL_3, {}),
+    ("factorised_dot_product", T.MODEL_4, {}),
+    ("factorised_encoder", T.MODEL_2_AVE_POOL, {"model.temporal_layers": 0}),
+)
+
+
+def cells(base, preset):
+    variants = chain(*(fixed({"model.variant": v, **extra}, row=row) for v, row, extra in VARIANTS))
+    return product(variants, tasks(preset))

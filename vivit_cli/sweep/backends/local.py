@@ -1,0 +1,65 @@
+"""`--backend local`: each job is a `vivit train` subprocess on this machine (`--parallel N` at once).
+
+A crash in one cell is that process's exit code, never the sweep's. The child gets SIGTERM when the sweep
+dies (Linux PR_SET_PDEATHSIG), which the trainer turns into a checkpoint and exit code 143; it also inherits
+the cell's lock, so a restarted sweep waits for it rather than starting a second writer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from vivit_cli.errors import VivitError
+
+from . import Backend, Launch
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: ask the kernel for SIGTERM when the parent dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the inherited lock still prevents a second writer
+        pass
+
+
+def vivit_command(python: str = sys.executable) -> list[str]:
+    return [python, "-m", "vivit_cli.cli.app"]
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, python: str = sys.executable):
+        self.python = python
+
+    def commands(self, launch: Launch) -> list[list[str]]:
+        return [vivit_command(self.python) + launch.argv]
+
+    def start(self, launch: Launch) -> subprocess.Popen:
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(launch.log_path, "ab") as log:
+            return subprocess.Popen(
+                vivit_command(self.python) + launch.argv, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env={**os.environ, **launch.env},
+                pass_fds=(launch.lock_fd,) if launch.lock_fd is not None else (),
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+    def poll(self, handle: subprocess.Popen) -> int | None:
+        return handle.poll()
+
+    def stop(self, handle: subprocess.Popen) -> None:
+        if handle.poll() is None:
+            handle.send_signal(signal.SIGTERM)
+
+
+def make(options: dict[str, str]) -> LocalBackend:
+    python = options.pop("python", sys.executable)
+    if options:
+        raise VivitError(f"--backend-opt {next(iter(options))}: the local backend takes only python=PATH")
+    return LocalBackend(python)

@@ -1,0 +1,192 @@
+"""Grid -> jobs: every cell x seed with its resolved config and run id, and the dependency runs first.
+
+Precedence of overrides, last wins: defaults <- --preset <- the grid's BASE <- the cell's axes <- --set <-
+--set scoped to a column/row/cell (`--set motion:data.source=csv:/data/ek`). Every config is built and
+validated here, before anything runs, so one bad cell stops the sweep before it touches the run store.
+
+Run id = `<config hash of the cell with train.seed=0>-s<seed>` (docs/DESIGN.md). A cell initialised from a
+dependency carries `model.init_from=_deps/<dependency run id>`, a path relative to the results dir (the
+trainer resolves it under $VIVIT_RESULTS), so run ids do not depend on where the results live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from vivit_cli.errors import VivitError
+
+from .grid import Dependency, Point
+from .grids import GridSpec
+
+DEPS_DIR = "_deps"  # under the results dir; `vivit report` skips folders starting with "_"
+
+
+@dataclass
+class Job:
+    run_id: str
+    grid: str  # the folder under the results dir (the grid's name, or DEPS_DIR)
+    kind: str  # "train" | "pretrain-image": the `vivit` command that runs it
+    cell: str
+    labels: dict[str, str]
+    seed: int
+    overrides: dict[str, str]  # the cell's own axes, as text
+    sets: dict[str, str]  # every --set the trainer gets (base, axes, user), as text
+    preset: str | None
+    table: str | None
+    config: Any = field(repr=False, default=None)  # the resolved Config
+    deps: tuple[str, ...] = ()  # run ids that must be done first
+
+    @property
+    def set_args(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.sets.items()]
+
+    def cell_record(self) -> dict:
+        """cell.json (the contract with `vivit report`)."""
+        return {"grid": self.grid, "table": self.table, "cell": self.cell, "row": self.labels.get("row"),
+                "column": self.labels.get("column"), "seed": self.seed, "overrides": self.overrides,
+                "run_id": self.run_id, "kind": self.kind, "preset": self.preset, "sets": self.sets}
+
+
+@dataclass
+class Plan:
+    grid: GridSpec
+    preset: str | None
+    seeds: int
+    deps: list[Job]
+    cells: list[Job]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return self.deps + self.cells
+
+
+def render(value: Any) -> str:
+    """A Python value as `--set` text that the config parses back to the same value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    return str(value)
+
+
+def parse_user_sets(sets: list[str] | None) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """(global sets, [(scope, key, value)]); unknown keys are an error now, not after half a sweep."""
+    from vivit_cli import config
+
+    global_sets, scoped = {}, []
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise VivitError(f"--set {item!r}: expected key=value or scope:key=value, e.g. model.size=B")
+        scope, colon, bare = key.strip().rpartition(":")
+        bare, value = bare.strip(), value.strip()
+        config.apply_overrides(config.Config(), {bare: value})  # raises on an unknown key or a bad value
+        if colon:
+            scoped.append((scope.strip(), bare, value))
+        else:
+            global_sets[bare] = value
+    return global_sets, scoped
+
+
+def _seed0_hash(cfg) -> str:
+    from vivit_cli import config
+
+    return config.config_hash(cfg.replace(train=dataclasses.replace(cfg.train, seed=0)))
+
+
+def _check_source(cfg) -> None:
+    from vivit_cli.data.spec import parse
+
+    parse(cfg.data.source)
+
+
+def _build(merged: dict[str, str], preset: str | None):
+    from vivit_cli import config
+
+    cfg = config.build(merged, preset=preset)
+    _check_source(cfg)
+    return cfg
+
+
+def _dependency_job(spec: GridSpec, dep: Dependency, global_sets: dict, preset: str | None) -> Job:
+    sets = {**{k: render(v) for k, v in spec.base.items()}, **global_sets,
+            **{k: render(v) for k, v in dep.overrides}, "model.init_from": "none"}
+    try:
+        cfg = _build(sets, preset)
+        if dep.kind == "pretrain-image":
+            from vivit_cli import config
+            from vivit_cli.train.loop import image_config  # numpy only, no JAX
+
+            run_id = config.config_hash(image_config(cfg))
+        else:
+            run_id = f"{_seed0_hash(cfg)}-s0"
+    except VivitError as e:
+        raise VivitError(f"grid {spec.name}: dependency {dep.label or dep.kind}: {e}") from None
+    sets["run.group"] = spec.name
+    return Job(run_id=run_id, grid=DEPS_DIR, kind=dep.kind, cell=dep.label or dep.kind, labels={}, seed=0,
+               overrides={k: render(v) for k, v in dep.overrides}, sets=sets, preset=preset, table=None, config=cfg)
+
+
+def _scope_matches(scope: str, point: Point) -> bool:
+    return scope == point.name or scope in point.labels.values()
+
+
+def plan(spec: GridSpec, *, preset: str | None = None, sets: list[str] | None = None, seeds: int = 1) -> Plan:
+    """Every job of the grid, validated; raises one VivitError listing every invalid cell."""
+    from vivit_cli import config
+
+    if seeds < 1:
+        raise VivitError(f"--seeds {seeds}: must be at least 1")
+    if preset is not None:
+        config.preset_overrides(preset)
+    global_sets, scoped = parse_user_sets(sets)
+    try:
+        base_cfg = config.build({**{k: render(v) for k, v in spec.base.items()}, **global_sets}, preset=preset)
+    except VivitError as e:
+        raise VivitError(f"grid {spec.name}: base config: {e}") from None
+    points = spec.cells(base_cfg, preset)
+    if not points:
+        raise VivitError(f"grid {spec.name}: has no cells")
+    for scope, key, _ in scoped:
+        if not any(_scope_matches(scope, p) for p in points):
+            labels = sorted({v for p in points for v in p.labels.values()})
+            raise VivitError(f"--set {scope}:{key}: {scope!r} matches no cell of grid {spec.name} "
+                             f"(labels: {', '.join(labels)})")
+
+    deps: dict[Dependency, Job] = {}
+    cells: list[Job] = []
+    invalid: list[str] = []
+    for point in points:
+        axes, needs = {}, []
+        for k, v in point.overrides.items():
+            if isinstance(v, Dependency):
+                if v not in deps:
+                    deps[v] = _dependency_job(spec, v, global_sets, preset)
+                needs.append(deps[v].run_id)
+                v = f"{DEPS_DIR}/{deps[v].run_id}"
+            axes[k] = render(v)
+        merged = {**{k: render(v) for k, v in spec.base.items()}, **axes, **global_sets}
+        merged.update({k: v for scope, k, v in scoped if _scope_matches(scope, point)})
+        for seed in range(seeds):
+            job_sets = {**merged, "train.seed": str(seed), "run.group": spec.name}
+            try:
+                cfg = _build(job_sets, preset)
+            except VivitError as e:
+                invalid.append(f"{point.name}" + (f" (seed {seed})" if seeds > 1 else "") + f": {e}")
+                break
+            cells.append(Job(run_id=f"{_seed0_hash(cfg)}-s{seed}", grid=spec.name, kind="train", cell=point.name,
+                             labels=dict(point.labels), seed=seed, overrides=axes, sets=job_sets, preset=preset,
+                             table=spec.table, config=cfg, deps=tuple(needs)))
+    if invalid:
+        lines = "\n  ".join(invalid)
+        raise VivitError(f"grid {spec.name}: {len(invalid)} of {len(points)} cells have an invalid config "
+                         f"(nothing was run):\n  {lines}")
+    seen: dict[str, str] = {}
+    for job in cells:
+        if job.run_id in seen and seen[job.run_id] != job.cell:
+            raise VivitError(f"grid {spec.name}: cells {seen[job.run_id]!r} and {job.cell!r} have the same config "
+                             f"(run id {job.run_id}); does a --set override one of the grid's axes?")
+        seen[job.run_id] = job.cell
+    return Plan(grid=spec, preset=preset, seeds=seeds, deps=list(deps.values()), cells=cells)

@@ -1,0 +1,54 @@
+"""`vivit status`: what the run store holds, read-only and without JAX."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from vivit_cli.errors import VivitError
+
+from . import store as st
+
+
+def collect(results: str, grid: str | None = None) -> list[dict]:
+    store = st.RunStore(results)
+    root = store.root
+    if not root.is_dir():
+        raise VivitError(f"results dir {results!r} does not exist (run `vivit sweep GRID` first, or pass --results)")
+    if grid:
+        if not (root / grid).is_dir():
+            raise VivitError(f"no runs of grid {grid!r} under {results}")
+        folders = [root / grid]
+    else:
+        folders = sorted((g for g in root.iterdir() if g.is_dir() and g.name[:1] != "."), key=lambda g: g.name)
+    rows = []
+    for g in folders:
+        for d in sorted((d for d in g.iterdir() if d.is_dir() and d.name[:1] not in "._"), key=lambda d: d.name):
+            cell = st.read_json(d / "cell.json")
+            cell = cell if isinstance(cell, dict) else {}
+            cur = store.state(SimpleNamespace(grid=g.name, run_id=d.name))
+            if cur.state == st.SHARED:
+                cur.state = st.NEW  # linked in by the next sweep; nothing here yet
+            rows.append({"grid": g.name, "run_id": d.name, "cell": cell.get("cell"), "row": cell.get("row"),
+                         "column": cell.get("column"), "seed": cell.get("seed"), "state": cur.state,
+                         "top1": cur.top1, "step": cur.step, "failures": cur.failures, "error": cur.error,
+                         "shared_from": cur.shared_from})
+    return rows
+
+
+def counts(rows: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r["state"]] = out.get(r["state"], 0) + 1
+    return out
+
+
+def table(rows: list[dict], title: str):
+    from .live import Row, table as live_table
+
+    out = [Row(key=f"{r['grid']}/{r['run_id']}", grid=r["grid"], cell=r["row"] or r["cell"] or "?",
+               column=r["column"] or "", seed=r["seed"] or 0, run_id=r["run_id"], state=r["state"], top1=r["top1"],
+               step=r["step"], error=r["error"], note=f"from {r['shared_from']}" if r["shared_from"] else "")
+           for r in rows]
+    n = counts(rows)
+    return live_table(out, f"{title}: " + ", ".join(f"{v} {k}" for k, v in sorted(n.items())) if n else title,
+                      show_grid=True)
