@@ -95,8 +95,11 @@ class ImageTask:
 
         self._data = data
         self.source = data.open_source(cfg)
-        self.num_classes = int(self.source.num_classes)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # The image label set is whatever `still_images` labels (for the embedded data: the ten digits of
+        # the appearance task, whichever task the video config names), not necessarily the source's.
+        labels = [self._split(cfg, s)[1] for s in (cfg.data.train_split, cfg.data.eval_split)]
+        self.num_classes = int(max(int(x.max()) for x in labels if len(x))) + 1
 
     def _split(self, cfg, split: str):
         if split not in self._cache:
