@@ -78,17 +78,18 @@ def load(path: str | Path) -> Restored:
         dirs = _step_dirs(p / "checkpoints")
         if not dirs:
             raise VivitError(f"{p / 'checkpoints'}: no checkpoint steps (has the run saved one yet?)")
-        last_error = None
+        errors = []
         for d in dirs:
             try:
                 cfg, params = _load(d)
                 step = int(d.name)
                 break
             except VivitError as e:
-                warnings.warn(f"{e}; trying the previous step", stacklevel=2)
-                last_error = e
+                errors.append(e)
         else:
-            raise VivitError(f"{p / 'checkpoints'}: no readable checkpoint ({last_error})")
+            raise VivitError(f"{p / 'checkpoints'}: no readable checkpoint (newest: {errors[0]})")
+        for e in errors:  # only worth a warning when an older step stood in
+            warnings.warn(f"{e}; evaluated step {step} instead", stacklevel=2)
     else:
         cfg, params = _load(p)
         if p.is_dir() and p.name.isdigit() and p.parent.name == "checkpoints":
