@@ -59,19 +59,33 @@ def _our_logits(path, x):
     return np.asarray(models.build_model(cfg, cfg.data.num_classes).apply({"params": params}, x, train=False))
 
 
+def _predict_cli(cli, checkpoint, x, tmp_path):
+    """`vivit predict CHECKPOINT --array X.npy --out Y.npy`, as a user runs it."""
+    np.save(tmp_path / "x.npy", x)
+    r = cli("predict", str(checkpoint), "--array", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"))
+    assert r.returncode == 0, r.stderr
+    return np.load(tmp_path / "y.npy")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_save_pretrained_folder_matches_transformers(name, tmp_path):
-    from vivit_cli import interop
-
+def test_save_pretrained_folder_matches_transformers(name, tmp_path, cli):
+    """The acceptance test: save_pretrained folder -> vivit convert hf -> vivit predict --array == HF logits."""
     kw = CONFIGS[name]
     model = _hf_model(kw)
     model.save_pretrained(tmp_path / "hf")
     x = _clip(kw)
-    summary = interop.convert_hf(tmp_path / "hf", tmp_path / "ours")
+    if name == "t2p4":  # the command once; the library call (same code, no interpreter start) for the rest
+        r = cli("convert", "hf", str(tmp_path / "hf"), "--out", str(tmp_path / "ours"), "--json")
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout)
+    else:
+        from vivit_cli import interop
+
+        summary = interop.convert_hf(tmp_path / "hf", tmp_path / "ours")
     assert summary["num_classes"] == kw["num_labels"]
     assert summary["input"] == f"{kw['num_frames']}x{kw['image_size']}x{kw['image_size']}"
-    diff = np.abs(_our_logits(tmp_path / "ours", x) - _hf_logits(model, x)).max()
+    diff = np.abs(_predict_cli(cli, tmp_path / "ours", x, tmp_path) - _hf_logits(model, x)).max()
     assert diff < TOL, diff
 
 

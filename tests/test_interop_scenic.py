@@ -238,13 +238,22 @@ def test_contradictions_and_ambiguity_name_the_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_convert_scenic(tmp_path, cli):
-    write_checkpoint(tmp_path / "ck", scenic_tree("spacetime", "token"))
-    r = cli("convert", "scenic", str(tmp_path / "ck"), "--out", str(tmp_path / "out"), "--set", "data.crop=16",
-            "--json")
+def test_cli_convert_scenic_then_predict(tmp_path, cli):
+    """vivit convert scenic + vivit predict --array reproduce our model's logits on the Scenic tree."""
+    from vivit_cli import config
+
+    tree = scenic_tree("factorized_encoder", "token", seed=11)
+    write_checkpoint(tmp_path / "ck", tree)
+    r = cli("convert", "scenic", str(tmp_path / "ck"), "--out", str(tmp_path / "out"), "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["input"] == "8x16x16" and summary["num_classes"] == CLASSES
+    x = np.random.default_rng(2).uniform(-1, 1, (3, 8, 16, 16, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = cli("predict", str(tmp_path / "out"), "--array", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"))
+    assert r.returncode == 0, r.stderr
+    want = _logits(config.build(BASE + CASES["model2-token"][4] + [f"data.num_classes={CLASSES}"]), tree, x)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, atol=1e-5, rtol=0)
     (tmp_path / "bad").write_bytes((tmp_path / "ck").read_bytes()[:500])
     r = cli("convert", "scenic", str(tmp_path / "bad"), "--out", str(tmp_path / "out2"))
     assert r.returncode == 2
