@@ -1,0 +1,129 @@
+"""Behaviour of the bench core on tiny configs: the keys users and sweeps read, sane values, and MFU computed
+from the measured quantities (never timing assertions: the CPU is shared)."""
+
+import json
+import math
+
+import pytest
+
+from vivit_cli import config
+from vivit_cli.bench import core, peak, timing
+from vivit_cli.errors import VivitError
+
+TINY = ["model.hidden=32", "model.layers=1", "model.heads=2", "model.mlp=64", "data.frames=4", "data.crop=16",
+        "model.tubelet=2x8x8", "model.temporal_layers=1"]
+# A fixed peak keeps these tests fast and makes MFU checkable; one test measures the real thing.
+PEAKS = {"float32": 1e11, "bfloat16": 2e11}
+
+
+def test_time_calls_median_and_samples():
+    calls = []
+
+    def fn():
+        import jax.numpy as jnp
+
+        calls.append(1)
+        return jnp.ones(3)
+
+    t = timing.time_calls(fn, warmup=2, repeats=3, inner=2)
+    assert len(calls) == 2 + 3 * 2
+    assert len(t["samples_s"]) == 3
+    assert t["min_s"] <= t["median_s"] <= t["max_s"]
+    with pytest.raises(ValueError):
+        timing.time_calls(fn, repeats=0)
+
+
+def test_time_stateful_threads_the_state():
+    seen = []
+
+    def step(s):
+        seen.append(s)
+        return s + 1, s
+
+    t, final = timing.time_stateful(step, 0, warmup=1, repeats=2, inner=3)
+    assert final == 1 + 2 * 3 and seen == list(range(7))
+    assert len(t["samples_s"]) == 2
+
+
+def test_matmul_peak_is_measured_and_plausible():
+    p = peak.measure_peaks(n=256, repeats=2)
+    for dtype in ("float32", "bfloat16"):
+        assert 1e8 < p[dtype] < 1e15, (dtype, p[dtype])
+    # bf16 is the better of bf16 -> bf16 and bf16 -> f32 accumulation.
+    bf = [d["flops_per_s"] for d in p["details"] if d["dtype"] == "bfloat16"]
+    assert len(bf) == 2 and p["bfloat16"] == max(bf)
+    d = p["details"][0]
+    assert d["n"] == 256 and math.isclose(d["flops_per_s"], 2 * 256**3 / d["median_s"])
+
+
+def test_mfu_definition():
+    assert core.mfu(10.0, 3e9, 1e11) == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        core.mfu(1.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("variant", [
+    "spatio_temporal", "factorised_dot_product",
+    pytest.param("factorised_encoder", marks=pytest.mark.slow),
+    pytest.param("factorised_self_attention", marks=pytest.mark.slow)])
+def test_run_reports_every_key_with_consistent_values(variant):
+    cfg = config.build(TINY + [f"model.variant={variant}"])
+    r = core.run(cfg, batch_size=2, num_classes=5, repeats=2, warmup=1, peaks=PEAKS)
+    for key in ("train_clips_per_s", "forward_ms_per_clip", "model_flops_per_clip", "peak_flops", "mfu", "device",
+                "compile_seconds", "peak_memory_bytes", "achieved_flops", "train_step_ms"):
+        assert r[key] is not None, key
+    json.dumps(r)  # JSON-able as `vivit bench --json` prints it
+    assert r["variant"] == variant and r["batch_size"] == 2 and r["tokens"] == 2 * 2 * 2
+    assert r["train_clips_per_s"] > 0 and r["forward_ms_per_clip"] > 0 and r["compile_seconds"] > 0
+    assert r["peak_memory_bytes"] > 0
+    assert r["train_loss_finite"]
+    # The derived figures come from the measured ones.
+    assert r["train_clips_per_s"] == pytest.approx(2 / (r["train_step_ms"] / 1e3))
+    assert r["peak_flops"] == PEAKS["float32"] * r["device_count"]
+    assert r["achieved_flops"] == pytest.approx(r["train_clips_per_s"] * 3 * r["model_flops_per_clip"])
+    assert r["mfu"] == pytest.approx(r["achieved_flops"] / r["peak_flops"])
+    assert r["forward_mfu"] == pytest.approx(r["model_flops_per_clip"] / (r["forward_ms_per_clip"] / 1e3)
+                                             / r["peak_flops"])
+    # Model FLOPs are the analytic count of `vivit describe` (2 x GMACs).
+    from vivit_cli import models
+
+    assert r["model_flops_per_clip"] == pytest.approx(2e9 * models.describe(cfg, 5)["gflops"], rel=1e-3)
+    # XLA's own count of the train step is the same order as 3x forward x batch (it also counts softmax etc.).
+    xla = r["xla_train_flops_per_step"]
+    if xla:
+        assert 0.5 < xla / (3 * r["model_flops_per_clip"] * 2) < 4
+
+
+def test_bfloat16_uses_the_bf16_peak_and_forward_only_mode():
+    cfg = config.build(TINY + ["train.precision=bfloat16"])
+    r = core.run(cfg, batch_size=2, num_classes=5, repeats=1, warmup=1, peaks=PEAKS, train=False)
+    assert r["peak_flops_dtype"] == "bfloat16" and r["peak_flops"] == PEAKS["bfloat16"]
+    assert r["train_clips_per_s"] is None and r["mfu"] is None
+    assert r["forward_ms_per_clip"] > 0 and r["peak_memory_bytes"] > 0
+
+
+def test_bad_input_is_a_vivit_error():
+    cfg = config.build(TINY)
+    with pytest.raises(VivitError):
+        core.run(cfg, batch_size=0, peaks=PEAKS)
+    with pytest.raises(VivitError):
+        core.run(cfg, train=False, forward=False, peaks=PEAKS)
+
+
+@pytest.mark.slow
+def test_cli_json(cli):
+    res = cli("bench", *sum((["--set", s] for s in TINY), []), "--batch-size", "2", "--repeats", "1",
+              "--peak-size", "128", "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    for key in ("train_clips_per_s", "forward_ms_per_clip", "model_flops_per_clip", "peak_flops", "mfu", "device"):
+        assert key in r
+    assert r["peak_flops"] == pytest.approx(r["peak_flops_f32"])
+    assert r["mfu"] == pytest.approx(r["train_clips_per_s"] * 3 * r["model_flops_per_clip"] / r["peak_flops"])
+
+
+def test_cli_rejects_bad_options(cli):
+    res = cli("bench", "--mode", "sideways")
+    assert res.returncode == 2 and "--mode" in res.stderr and "Traceback" not in res.stderr
+    res = cli("bench", "--batch-size", "0")
+    assert res.returncode == 2 and "--batch-size" in res.stderr

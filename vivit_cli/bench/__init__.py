@@ -1,0 +1,24 @@
+"""Measurement core of `vivit bench`: throughput, latency, achieved FLOP/s and MFU on the current devices.
+
+  timing.py   warm-up + block_until_ready + median of several timed calls
+  peak.py     the matmul peak (f32, bf16) measured in the same run, the denominator of MFU
+  core.py     `run(cfg, ...) -> dict`: train-step clips/s, forward ms/clip, model FLOPs, MFU, memory, compile time
+
+MFU follows the usual definition (PaLM, Appendix B): model FLOPs per step (forward + backward = 3x the
+forward's multiply-adds x 2, analytic, so rematerialisation or padding do not count as useful work) divided by
+step time and by the matmul peak that this very process measures on this very device. A peak measured in the
+same run keeps the ratio honest on a shared or throttled machine, where a datasheet number would not be.
+
+Nothing here imports JAX at package import time.
+"""
+
+from __future__ import annotations
+
+
+def run(cfg, **kwargs):
+    from .core import run as _run
+
+    return _run(cfg, **kwargs)
+
+
+__all__ = ["run"]

@@ -1,0 +1,206 @@
+"""`run(cfg) -> dict`: what one configured model costs on the current devices.
+
+The train step measured is the trainer's own (`train.step.compile_train_step`: the whole update as one XLA
+program, state donated, sharded over the same mesh as `vivit train`), fed a synthetic batch that already lives
+on the devices, so the figure is the model's and the step's, not the input pipeline's. The forward pass is the
+jitted `model.apply(train=False)` on the same batch; its time per clip is the paper's "runtime" column.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vivit_cli.errors import VivitError
+
+from . import peak as peak_lib
+from .timing import time_calls, time_stateful
+
+TRAIN_FLOPS_PER_FORWARD = 3  # backward = 2x forward (grads w.r.t. activations and weights): the MFU convention
+
+
+def model_flops_per_clip(cfg, num_classes: int) -> float:
+    """Forward FLOPs of one clip (2 x the analytic multiply-adds of `models.describe`)."""
+    from vivit_cli.models.flops import gmacs
+
+    return 2.0 * gmacs(cfg, num_classes) * 1e9
+
+
+def mfu(clips_per_s: float, flops_per_clip: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation: useful FLOP/s over the measured peak FLOP/s."""
+    if peak_flops <= 0:
+        raise ValueError("peak_flops must be positive")
+    return clips_per_s * flops_per_clip / peak_flops
+
+
+def _memory(compiled, device) -> tuple[int | None, str]:
+    """Peak bytes: the allocator's high-water mark where the device reports one (GPU/TPU), else XLA's buffer
+    assignment for the compiled program (CPU), which is what the program needs at its peak."""
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - some backends raise instead of returning None
+        stats = None
+    if stats and stats.get("peak_bytes_in_use"):
+        return int(stats["peak_bytes_in_use"]), "device allocator peak"
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001
+        return None, "unavailable"
+    if m is None:
+        return None, "unavailable"
+    peak = getattr(m, "peak_memory_in_bytes", 0) or 0
+    if not peak:
+        peak = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return int(peak), "XLA buffer assignment"
+
+
+def _xla_flops(compiled) -> float | None:
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return float(cost["flops"])
+
+
+def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, train: bool = True,
+        forward: bool = True, repeats: int = 5, inner: int | None = None, warmup: int = 2,
+        peaks: dict[str, Any] | None = None, peak_size: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Measures `cfg`'s model. `peaks` ({"float32": FLOP/s, "bfloat16": FLOP/s}) reuses a measurement made
+    earlier in the same process (a sweep of models); by default the peak is measured here.
+
+    Returns a JSON-able dict: train_clips_per_s, train_step_ms, forward_ms_per_clip, model_flops_per_clip,
+    achieved_flops, peak_flops (for the configured precision, all devices), mfu, compile_seconds,
+    peak_memory_bytes, device, and the config's shape.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from vivit_cli import config, models
+    from vivit_cli.train import mesh as mesh_lib, optim, step as step_lib
+
+    if not (train or forward):
+        raise VivitError("bench: nothing to measure (both the train step and the forward pass are off)")
+    if repeats < 1:
+        raise VivitError(f"bench: repeats={repeats} must be >= 1")
+    config.validate(cfg)
+    nc = int(num_classes or cfg.data.num_classes or models.DEFAULT_NUM_CLASSES)
+    batch = int(cfg.train.batch_size if batch_size is None else batch_size)
+    if batch < 1:
+        raise VivitError(f"--batch-size {batch}: must be >= 1")
+
+    mesh = mesh_lib.make_mesh(cfg.train.mesh_model)
+    local_batch = mesh_lib.check_batch(mesh, batch, key="--batch-size")
+    repl, bsh = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+    devices = jax.devices()
+    device = devices[0]
+
+    if peaks is None:
+        peaks = peak_lib.measure_peaks(n=peak_size)
+    dtype_key = "bfloat16" if cfg.train.precision == "bfloat16" else "float32"
+    peak_per_device = float(peaks[dtype_key])
+    peak_flops = peak_per_device * len(devices)
+
+    model = models.build_model(cfg, nc)
+    fwd_flops = model_flops_per_clip(cfg, nc)
+    rng = np.random.default_rng(seed)
+    video = rng.uniform(-1, 1, (local_batch, cfg.data.frames, cfg.data.crop, cfg.data.crop, 3)).astype(np.float32)
+    labels = rng.integers(0, nc, local_batch).astype(np.int32)
+    data = mesh_lib.global_batch({"video": video, "label": labels}, bsh)  # on the devices before timing starts
+
+    param_shapes = models.param_shapes(cfg, nc)
+    param_sh = mesh_lib.tree_shardings(mesh, param_shapes)
+    params = jax.jit(lambda r: models.init_params(cfg, nc, r), out_shardings=param_sh)(jax.random.key(seed))
+
+    result: dict[str, Any] = {
+        "variant": cfg.model.variant, "size": cfg.model.size, "hidden": cfg.model.hidden, "layers": cfg.model.layers,
+        "heads": cfg.model.heads, "mlp": cfg.model.mlp, "tubelet": cfg.model.tubelet,
+        "input": f"{cfg.data.frames}x{cfg.data.crop}x{cfg.data.crop}", "tokens": int(np.prod(config.token_grid(cfg))),
+        "precision": cfg.train.precision, "batch_size": batch, "num_classes": nc,
+        "device": f"{len(devices)}x {device.platform}:{device.device_kind}", "device_count": len(devices),
+        "backend": jax.default_backend(), "jax": jax.__version__,
+        "model_flops_per_clip": fwd_flops, "train_flops_per_clip": TRAIN_FLOPS_PER_FORWARD * fwd_flops,
+        "peak_flops": peak_flops, "peak_flops_dtype": dtype_key,
+        "peak_flops_f32": float(peaks["float32"]) * len(devices) if "float32" in peaks else None,
+        "peak_flops_bf16": float(peaks["bfloat16"]) * len(devices) if "bfloat16" in peaks else None,
+        "data": "synthetic, device-resident", "repeats": repeats,
+    }
+
+    if train:
+        tx, schedule = optim.make_optimizer(cfg.train)
+        opt_state = jax.jit(tx.init, out_shardings=mesh_lib.tree_shardings(mesh, jax.eval_shape(tx.init, param_shapes)))(
+            params)
+        # The step donates its state: give it a copy so `params` stays valid for the forward pass.
+        state = {"step": mesh_lib.put_global(np.int32(0), repl), "params": jax.tree.map(jnp.copy, params),
+                 "opt_state": opt_state}
+        shardings = jax.tree.map(lambda a: a.sharding, state)
+        step_fn = step_lib.compile_train_step(cfg, model, tx, schedule, nc, shardings,
+                                              {"video": bsh, "label": bsh}, repl)
+        base_rng = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(seed)), repl)
+        t0 = time.perf_counter()
+        compiled = step_fn.lower(state, data, base_rng).compile()
+        result["compile_seconds"] = time.perf_counter() - t0
+        n_inner = inner or _auto_inner(compiled, state, data, base_rng)
+        timing, state = time_stateful(lambda s: compiled(s, data, base_rng), state, warmup=warmup,
+                                      repeats=repeats, inner=n_inner)
+        step_s = timing["median_s"]
+        clips = batch / step_s
+        loss = float(jax.device_get(compiled(state, data, base_rng)[1]["loss"]))
+        mem, mem_src = _memory(compiled, device)
+        xla = _xla_flops(compiled)
+        result.update({
+            "train_step_ms": 1e3 * step_s, "train_step_ms_min": 1e3 * timing["min_s"],
+            "train_clips_per_s": clips, "achieved_flops": clips * TRAIN_FLOPS_PER_FORWARD * fwd_flops,
+            "mfu": mfu(clips, TRAIN_FLOPS_PER_FORWARD * fwd_flops, peak_flops),
+            "peak_memory_bytes": mem, "peak_memory_source": mem_src, "xla_train_flops_per_step": xla,
+            "train_inner_steps": n_inner, "train_loss_finite": bool(np.isfinite(loss)),
+        })
+        del state
+
+    if forward:
+        fwd = jax.jit(lambda p, v: model.apply({"params": p}, v, train=False), in_shardings=(param_sh, bsh),
+                      out_shardings=repl)
+        t0 = time.perf_counter()
+        fcompiled = fwd.lower(params, data["video"]).compile()
+        result["forward_compile_seconds"] = time.perf_counter() - t0
+        n_inner = inner or _auto_inner_fwd(fcompiled, params, data["video"])
+        timing = time_calls(lambda: fcompiled(params, data["video"]), warmup=warmup, repeats=repeats, inner=n_inner)
+        per_clip = timing["median_s"] / batch
+        result.update({
+            "forward_ms_per_clip": 1e3 * per_clip, "forward_ms_per_batch": 1e3 * timing["median_s"],
+            "forward_clips_per_s": 1.0 / per_clip, "forward_achieved_flops": fwd_flops / per_clip,
+            "forward_mfu": mfu(1.0 / per_clip, fwd_flops, peak_flops),
+        })
+        if not train:
+            mem, mem_src = _memory(fcompiled, device)
+            result.update(peak_memory_bytes=mem, peak_memory_source=mem_src)
+    if not train:
+        result.update(train_clips_per_s=None, mfu=None)
+    return result
+
+
+def _auto_inner(compiled, state, data, rng) -> int:
+    """Calls per timed sample: enough that a sample lasts ~0.2 s (dispatch jitter is then negligible),
+    estimated from one untimed call. The probe's state is thrown away; donation makes it invalid, so the
+    caller's state must not be passed: it is copied first."""
+    import jax
+
+    probe = jax.tree.map(lambda a: a.copy(), state)
+    probe, _ = jax.block_until_ready(compiled(probe, data, rng))  # the first call also allocates: not timed
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(probe, data, rng))
+    return max(1, min(50, int(0.2 / max(time.perf_counter() - t0, 1e-6))))
+
+
+def _auto_inner_fwd(compiled, params, video) -> int:
+    import jax
+
+    jax.block_until_ready(compiled(params, video))
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(params, video))
+    return max(1, min(50, int(0.2 / max(time.perf_counter() - t0, 1e-6))))

@@ -1,0 +1,53 @@
+"""Timing that means something on an asynchronous runtime: warm-up calls first (compilation, allocator and
+thread-pool start-up), then `repeats` samples, each the mean of `inner` back-to-back calls ended by a
+`block_until_ready`, and the median of the samples (robust to a neighbour stealing the CPU for a moment)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+
+def block(x: Any) -> Any:
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def time_calls(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 5, inner: int = 1) -> dict[str, Any]:
+    """Seconds per call of `fn()` (which returns JAX arrays). Returns median, min, max and every sample."""
+    if repeats < 1 or inner < 1 or warmup < 0:
+        raise ValueError("repeats and inner must be >= 1, warmup >= 0")
+    for _ in range(warmup):
+        block(fn())
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = None
+        for _ in range(inner):
+            out = fn()
+        block(out)
+        samples.append((time.perf_counter() - t0) / inner)
+    return {"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples),
+            "samples_s": samples}
+
+
+def time_stateful(step: Callable[[Any], tuple[Any, Any]], state: Any, *, warmup: int = 2, repeats: int = 5,
+                  inner: int = 1) -> tuple[dict[str, Any], Any]:
+    """Like `time_calls` for a step that consumes and returns its state (a donated train step):
+    `step(state) -> (state, aux)`. Returns (timings, final state)."""
+    if repeats < 1 or inner < 1 or warmup < 0:
+        raise ValueError("repeats and inner must be >= 1, warmup >= 0")
+    for _ in range(warmup):
+        state, aux = step(state)
+        block((state, aux))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            state, aux = step(state)
+        block((state, aux))
+        samples.append((time.perf_counter() - t0) / inner)
+    return ({"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples),
+             "samples_s": samples}, state)
