@@ -224,3 +224,35 @@ def test_export_refuses_what_transformers_cannot_hold(tmp_path):
     write_converted(tmp_path / "fe", cfg, models.init_params(cfg, 3, jax.random.key(0)), None, {})
     with pytest.raises(VivitError, match="model.variant=factorised_encoder"):
         interop.export_hf(tmp_path / "fe", tmp_path / "hf")
+
+
+@pytest.mark.slow
+def test_export_from_a_training_run_directory(tmp_path):
+    """to-hf reads a run dir (config.json + Orbax checkpoints/<step>) like eval does; labels from labels.txt."""
+    import jax
+
+    from vivit_cli import config, interop, models
+    from vivit_cli.io import atomic_write_text
+    from vivit_cli.train.checkpoint import Checkpointer
+
+    cfg = config.build(["model.hidden=16", "model.layers=1", "model.heads=2", "model.mlp=32", "model.tubelet=2x4x4",
+                        "data.frames=4", "data.crop=8", "data.num_classes=3"])
+    rng = np.random.default_rng(7)
+    params = jax.tree.map(lambda a: np.asarray(a) + rng.normal(0, 0.3, a.shape).astype(np.float32),
+                          models.init_params(cfg, 3, jax.random.key(1)))
+    run = tmp_path / "run"
+    atomic_write_text(run / "config.json", config.to_json(cfg))
+    atomic_write_text(run / "labels.txt", "walk\nrun\njump\n")
+    ck = Checkpointer(run / "checkpoints", keep=1, async_save=False)
+    ck.save(10, {"params": params, "opt_state": {"count": np.zeros((), np.int32)}}, {"step": 10})
+    ck.wait()
+    ck.close()
+    interop.export_hf(run, tmp_path / "hf")
+
+    from transformers import VivitForVideoClassification
+
+    model = VivitForVideoClassification.from_pretrained(tmp_path / "hf").eval()
+    assert [model.config.id2label[i] for i in range(3)] == ["walk", "run", "jump"]
+    x = rng.uniform(-1, 1, (2, 4, 8, 8, 3)).astype(np.float32)
+    ours = np.asarray(models.build_model(cfg, 3).apply({"params": params}, x))
+    assert np.abs(_hf_logits(model, x) - ours).max() < TOL

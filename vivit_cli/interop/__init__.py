@@ -12,6 +12,7 @@ Nothing here imports JAX at module level.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -126,16 +127,17 @@ def export_hf(source: str | Path, out: str | Path) -> dict[str, Any]:
     """A model-1 checkpoint (run dir, step folder or converted folder) -> a transformers model folder."""
     from safetensors.numpy import save
 
-    from vivit_cli.io import atomic_write_bytes, atomic_write_json
-    from vivit_cli.train import checkpoint
+    from vivit_cli.eval import restore
+    from vivit_cli.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
     from . import hf
 
-    cfg, params = checkpoint.load(source)
+    # The reader `vivit eval`/`predict` use: any checkpoint kind, shapes checked against the config.
+    restored = restore.load(source)
+    cfg, num_classes = restored.cfg, restored.num_classes
     hf.export_check(cfg)
-    params = to_float32(params)
-    num_classes = int(params["output_projection"]["kernel"].shape[-1])
-    labels = writer.read_labels(source) or [f"LABEL_{i}" for i in range(num_classes)]
+    params = to_float32(restored.params)
+    labels = writer.read_labels(restored.home) or list(restore.label_names(cfg, restored.home, num_classes))
     if len(labels) != num_classes:
         raise VivitError(f"{source}: labels.txt has {len(labels)} names for {num_classes} classes")
     hf_cfg = hf.hf_config(cfg, labels)
@@ -144,7 +146,7 @@ def export_hf(source: str | Path, out: str | Path) -> dict[str, Any]:
     o.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(o / "model.safetensors", save(state, metadata={"format": "pt"}))
     atomic_write_json(o / "preprocessor_config.json", hf.preprocessor_config(cfg))
-    atomic_write_json(o / "config.json", hf_cfg)
+    atomic_write_text(o / "config.json", json.dumps(hf_cfg, indent=2) + "\n")  # id2label in class order
     return {"out": str(o), "num_classes": num_classes, "input": f"{cfg.data.frames}x{cfg.data.crop}x{cfg.data.crop}",
             "tubelet_size": hf_cfg["tubelet_size"], "layers": cfg.model.layers,
             "note": "pixel_values are (B, T, C, H, W) in [-1, 1]: transpose from this toolkit's (B, T, H, W, C)"}
