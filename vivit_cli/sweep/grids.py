@@ -73,8 +73,8 @@ def load(grid: str) -> GridSpec:
     else:
         path = experiments_dir() / f"{grid}.py"
         if not path.is_file() or grid.startswith("_"):
-            known = available()
-            raise VivitError(f"unknown grid {grid!r}: known grids are {', '.join(known) or '(none found in ' + str(experiments_dir()) + ')'}")
+            known = ", ".join(available()) or f"(none found in {experiments_dir()})"
+            raise VivitError(f"unknown grid {grid!r}: known grids are {known}")
         name = grid
     module = _import(path, name)
     cells = getattr(module, "cells", None)

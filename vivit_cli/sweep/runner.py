@@ -41,8 +41,8 @@ def train_argv(job: Job, store: st.RunStore, wandb: str | None) -> list[str]:
 
 
 def launch_for(job: Job, store: st.RunStore, wandb: str | None, lock_fd: int | None = None) -> Launch:
-    return Launch(run_id=job.run_id, argv=train_argv(job, store, wandb), env={"VIVIT_RESULTS": store.results_url()},
-                  log_path=store.log_path(job), lock_fd=lock_fd)
+    return Launch(run_id=job.run_id, argv=train_argv(job, store, wandb),
+                  env={"VIVIT_RESULTS": store.results_url()}, log_path=store.log_path(job), lock_fd=lock_fd)
 
 
 def _tail(path, n: int = 4000) -> str:
@@ -97,7 +97,8 @@ def _sigterm_as_interrupt():
 
 
 def row_for(job: Job) -> Row:
-    return Row(key=f"{job.grid}/{job.run_id}", grid=job.grid, cell=job.labels.get("row") or job.cell, column=job.labels.get("column", ""),
+    return Row(key=f"{job.grid}/{job.run_id}", grid=job.grid, cell=job.labels.get("row") or job.cell,
+               column=job.labels.get("column", ""),
                seed=job.seed, run_id=job.run_id, state="new",
                steps=getattr(getattr(job.config, "train", None), "steps", None))
 

@@ -93,6 +93,8 @@ def check_writable(root: str) -> None:
     probe = p
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise VivitError(f"--results {root}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise VivitError(f"--results {root}: {probe} is not writable")
 

@@ -97,7 +97,7 @@ class TpuBackend(Backend):
         self.spot, self.reserved, self.python, self.install = spot, reserved, python, install
         self.poll_s, self.max_preemptions, self.gcloud = poll, max_preemptions, gcloud
         self._stage: Path | None = None
-        self._lock = threading.Lock()
+        self._last_state: dict[str, str | None] = {}
 
     # ---- commands (argument lists) -----------------------------------------------------------------
     def _where(self) -> list[str]:
@@ -173,21 +173,27 @@ class TpuBackend(Backend):
             self._stage = stage
         return self._stage
 
-    def _gcloud(self, cmd: list[str], log, timeout: float = 900) -> subprocess.CompletedProcess:
-        log.write(f"$ {shlex.join(cmd)}\n".encode())
-        log.flush()
+    def _gcloud(self, cmd: list[str], log, timeout: float = 900, quiet: bool = False) -> subprocess.CompletedProcess:
+        if not quiet:  # describes are polled every few seconds: only their state changes are logged
+            log.write(f"$ {shlex.join(cmd)}\n".encode())
+            log.flush()
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                               preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
     def _state(self, name: str, log) -> str | None:
         """The queued resource's state, or None when it does not exist."""
-        r = self._gcloud(self.describe_cmd(name), log, timeout=120)
-        if r.returncode != 0:
-            return None
-        try:
-            return str(json.loads(r.stdout)["state"]["state"])
-        except (ValueError, KeyError, TypeError):
-            return "UNKNOWN"
+        r = self._gcloud(self.describe_cmd(name), log, timeout=120, quiet=True)
+        state = None
+        if r.returncode == 0:
+            try:
+                state = str(json.loads(r.stdout)["state"]["state"])
+            except (ValueError, KeyError, TypeError):
+                state = "UNKNOWN"
+        if self._last_state.get(name, "-") != state:
+            self._last_state[name] = state
+            log.write(f"sweep: queued resource {name} is {state or 'absent'}\n".encode())
+            log.flush()
+        return state
 
     def _must(self, cmd: list[str], log, what: str) -> None:
         r = self._gcloud(cmd, log)
@@ -227,7 +233,10 @@ class TpuBackend(Backend):
             self._must(self.create_cmd(name), log, "queued-resources create")
             self._wait_active(job, log)
             self._must(self.scp_cmd(name, str(self._stage)), log, "tpu-vm scp")
-            job.ssh = subprocess.Popen(self.ssh_cmd(name, job.launch), stdin=subprocess.DEVNULL, stdout=log,
+            ssh = self.ssh_cmd(name, job.launch)
+            log.write(f"$ {shlex.join(ssh)}\n".encode())
+            log.flush()
+            job.ssh = subprocess.Popen(ssh, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT,
                                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             rc, preempted = self._watch(job, log)

@@ -1,0 +1,373 @@
+"""Sweeps without training: grid combinators, the grid files, run ids, bad input, the run store's states, the
+TPU worker command's quoting, and the gcloud flow with a stand-in trainer (tests/fake_gcloud)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vivit_cli.errors import VivitError
+from vivit_cli.report import tables
+from vivit_cli.sweep import cells, grids
+from vivit_cli.sweep.grid import Point, chain, cumulative, fixed, product, sweep, where, zip_
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_GCLOUD = ROOT / "tests" / "fake_gcloud"
+RUN_ID = re.compile(r"^[0-9a-f]{10}-s\d+$")
+
+
+def vivit(*args, env=None, cwd=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "vivit_cli.cli.app", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=timeout)
+
+
+def tree(path: Path) -> dict:
+    """Every file under `path` with its size and mtime: to prove a failed command touched nothing."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))}
+
+
+def plan(name, **kw):
+    return cells.plan(grids.load(name), **kw)
+
+
+# ---- combinators -------------------------------------------------------------------------------------
+
+def test_product_zip_chain_where_cumulative():
+    g = product(sweep("a", [1, 2], row=lambda v: f"a{v}"), sweep("b", ["x", "y"], column=["X", "Y"]))
+    assert [p.overrides for p in g] == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"},
+                                        {"a": 2, "b": "y"}]
+    assert g[1].labels == {"row": "a1", "column": "Y"}
+    z = zip_(sweep("a", [1, 2]), sweep("b", [3, 4]))
+    assert [p.overrides for p in z] == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
+    assert len(chain(fixed({"a": 1}), z)) == 3
+    assert [p.overrides["a"] for p in where(lambda o: o["a"] > 1, g)] == [2, 2]
+    c = cumulative([("base", {"x": 1}), ("+y", {"y": 2}), ("+z", {"x": 3})])
+    assert [p.overrides for p in c] == [{"x": 1}, {"x": 1, "y": 2}, {"x": 3, "y": 2}]
+    assert [p.labels["row"] for p in c] == ["base", "+y", "+z"]
+
+
+def test_conditional_axis_and_errors():
+    variants = sweep("model.variant", ["factorised_encoder", "spatio_temporal"])
+    g = product(variants, lambda o: sweep("model.temporal_layers", [0, 4])
+                if o["model.variant"] == "factorised_encoder" else [Point()])
+    assert [p.overrides for p in g] == [
+        {"model.variant": "factorised_encoder", "model.temporal_layers": 0},
+        {"model.variant": "factorised_encoder", "model.temporal_layers": 4},
+        {"model.variant": "spatio_temporal"}]
+    with pytest.raises(VivitError, match="different lengths"):
+        zip_(sweep("a", [1, 2]), sweep("b", [1]))
+    with pytest.raises(VivitError, match="two axes set"):
+        product(sweep("a", [1]), sweep("a", [2]))
+    with pytest.raises(VivitError, match="unknown label"):
+        fixed({"a": 1}, colour="red")
+
+
+# ---- the grid files ------------------------------------------------------------------------------------
+
+EXPECTED = {"embed-ablation": (4, 1), "model-variants": (10, 0), "temporal-layers": (5, 0),
+            "attention-order": (4, 0), "tubelet-size": (12, 0), "regularisation": (6, 1)}
+
+
+def test_every_paper_grid_exists_with_lean_cell_counts():
+    assert set(EXPECTED) <= set(grids.available())
+    for name, (n_cells, n_deps) in EXPECTED.items():
+        p = plan(name)
+        assert (len(p.cells), len(p.deps)) == (n_cells, n_deps), name
+        assert p.grid.table == name
+
+
+@pytest.mark.parametrize("preset", [None, "smoke", "paper"])
+def test_grid_labels_are_the_report_tables_labels(preset):
+    """cell.json's row/column must be what `vivit report` looks for (the contract in report/tables.py)."""
+    for name in EXPECTED:
+        p = plan(name, preset=preset)
+        spec = tables.get(p.grid.table)
+        for job in p.cells:
+            assert job.labels["column"] in spec.columns, (name, job.labels)
+            row = job.labels["row"]
+            assert row in spec.rows or (spec.numeric_rows and tables.row_number(row) is not None), (name, row)
+            assert RUN_ID.match(job.run_id) and job.config is not None
+        assert len({j.run_id for j in p.cells}) == len(p.cells)
+
+
+def test_paper_preset_is_vivit_b_on_kinetics():
+    job = plan("model-variants", preset="paper").cells[0]
+    assert (job.config.model.hidden, job.config.data.frames, job.config.data.crop) == (768, 32, 224)
+    assert job.config.data.source == "tfds:kinetics400"
+
+
+def test_embed_ablation_cells_share_one_image_vit_dependency():
+    p = plan("embed-ablation", preset="smoke")
+    (dep,) = p.deps
+    assert dep.kind == "pretrain-image" and dep.grid == cells.DEPS_DIR
+    for job in p.cells:
+        assert job.deps == (dep.run_id,)
+        assert job.config.model.init_from == f"_deps/{dep.run_id}"
+    inits = {j.labels["row"]: (j.config.model.embedding, j.config.model.init) for j in p.cells}
+    assert inits[tables.UNIFORM_FRAME][0] == "uniform_frame"
+    assert inits[tables.TUBELET_INFLATION] == ("tubelet", "filter_inflation")
+    uniform = next(j for j in p.cells if j.labels["row"] == tables.UNIFORM_FRAME).config
+    assert uniform.model.sampled_frames == uniform.data.frames // 2  # same token count as the 2-frame tubelet
+
+
+def test_run_ids_seeds_and_sharing_between_grids():
+    p = plan("model-variants", seeds=3)
+    assert len(p.cells) == 30
+    by_cell = {}
+    for j in p.cells:
+        by_cell.setdefault(j.cell, []).append(j.run_id)
+    for ids in by_cell.values():  # seeds of a cell share the prefix
+        assert len({i.split("-")[0] for i in ids}) == 1 and sorted(i[-3:] for i in ids) == ["-s0", "-s1", "-s2"]
+    mv = {(j.labels["row"], j.labels["column"]): j.run_id for j in plan("model-variants").cells}
+    tl = {j.labels["row"]: j.run_id for j in plan("temporal-layers").cells}
+    ao = {(j.labels["row"], j.labels["column"]): j.run_id for j in plan("attention-order").cells}
+    assert tl["L_t=4"] == mv[(tables.MODEL_2, tables.APPEARANCE)]
+    assert tl["L_t=0"] == mv[(tables.MODEL_2_AVE_POOL, tables.APPEARANCE)]
+    assert ao[(tables.SPACE_TIME, tables.MOTION)] == mv[(tables.MODEL_3, tables.MOTION)]
+    # The run section is not part of a result: W&B settings leave the run ids alone; a model key does not.
+    assert [j.run_id for j in plan("model-variants", sets=["run.wandb_project=x"]).cells] == list(mv.values())
+    assert not set(j.run_id for j in plan("model-variants", sets=["model.layers=2"]).cells) & set(mv.values())
+
+
+def test_scoped_set_applies_to_one_column():
+    p = plan("model-variants", sets=["motion:data.source=npy:/data/ek.npz"])
+    sources = {j.labels["column"]: j.config.data.source for j in p.cells}
+    assert sources == {"appearance": "embedded:appearance", "motion": "npy:/data/ek.npz"}
+    with pytest.raises(VivitError, match="matches no cell"):
+        plan("model-variants", sets=["kinetics:data.source=npy:/x"])
+    with pytest.raises(VivitError, match="same config"):  # a --set that flattens the task axis
+        plan("model-variants", sets=["data.source=embedded:motion"])
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+
+def test_dry_run_json_lists_cells_without_jax_and_fast(tmp_path):
+    code = ("import sys, time; t = time.time(); from vivit_cli.cli.app import main; "
+            f"rc = main(['sweep', 'embed-ablation', '--dry-run', '--json', '--results', {str(tmp_path / 'r')!r}]); "
+            "sys.stderr.write(repr((rc, time.time() - t, sorted(m for m in ('jax', 'flax', 'optax', 'orbax', "
+            "'tensorflow') if m in sys.modules))))")
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    wall = time.time() - t0
+    rc, seconds, heavy = eval(r.stderr.strip().splitlines()[-1])  # our own repr of a tuple
+    assert rc == 0 and heavy == []
+    assert wall < 5 and seconds < 3, (wall, seconds)  # about 0.5 s on an idle 2-core machine
+    out = json.loads(r.stdout)
+    assert out["counts"] == {"new": 5} and len(out["cells"]) == 5
+    first = out["cells"][1]
+    assert first["state"] == "new" and "model.init_from" in first["overrides"]
+    assert first["commands"][0][3] == "train" and "--workdir" in first["commands"][0]
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing
+
+
+def test_list_and_help():
+    r = vivit("sweep", "--list", "--json")
+    assert r.returncode == 0, r.stderr
+    got = {g["grid"]: g["cells"] for g in json.loads(r.stdout)["grids"]}
+    assert {k: got[k] for k in EXPECTED} == {k: v[0] for k, v in EXPECTED.items()}
+
+
+def _bad_grid(tmp_path) -> Path:
+    path = tmp_path / "badgrid.py"
+    path.write_text('"""Two of three cells are invalid."""\n'
+                    "from vivit_cli.sweep.grid import sweep\n"
+                    "TABLE = 'model-variants'\n"
+                    "def cells(base, preset):\n"
+                    "    return sweep('model.heads', [2, 5, 7], row=lambda h: f'heads {h}', column='motion')\n")
+    return path
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path):
+    results = tmp_path / "results"
+    (results / "model-variants" / "keep").mkdir(parents=True)
+    (results / "model-variants" / "keep" / "cell.json").write_text("{}")
+    before = tree(results)
+    cases = [
+        (["sweep", "no-such-grid"], "unknown grid 'no-such-grid'"),
+        (["sweep", "model-variants", "--set", "model.colour=red"], "unknown config key 'model.colour'"),
+        (["sweep", "model-variants", "--set", "model.variant=9"], "model.variant"),
+        (["sweep", str(_bad_grid(tmp_path))], "2 of 3 cells have an invalid config"),
+        (["sweep", "model-variants", "--preset", "huge"], "unknown preset"),
+        (["sweep", "model-variants", "--backend", "slurm"], "unknown backend"),
+        (["sweep", "model-variants", "--backend", "tpu", "--backend-opt", "zone=z"], "gcloud"),
+        (["sweep", "model-variants", "--results", str(results / "model-variants" / "keep" / "cell.json" / "r")],
+         "not a folder"),
+    ]
+    (tmp_path / "empty-bin").mkdir()
+    env = {"PATH": str(tmp_path / "empty-bin")}  # no gcloud on it (this machine may have a real one)
+    for args, message in cases:
+        r = vivit(*args, *([] if "--results" in args else ["--results", str(results)]), env=env)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.stderr.startswith("error: ")
+    r = vivit("sweep", str(_bad_grid(tmp_path)), "--results", str(results))
+    assert "heads 5" in r.stderr and "heads 7" in r.stderr and "heads 2:" not in r.stderr  # every bad cell listed
+    assert tree(results) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_results_dir(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        r = vivit("sweep", "model-variants", "--preset", "smoke", "--results", str(ro / "results"))
+        assert r.returncode == 2 and "not writable" in r.stderr and len(r.stderr.splitlines()) == 1
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+# ---- run store states -----------------------------------------------------------------------------------
+
+def _fake_run(d: Path, summary: dict | None = None, checkpoint: int | None = None):
+    d.mkdir(parents=True)
+    if summary is not None:
+        (d / "summary.json").write_text(json.dumps(summary))
+    if checkpoint is not None:
+        (d / "checkpoints" / str(checkpoint)).mkdir(parents=True)
+
+
+def test_states_from_the_run_store(tmp_path):
+    results = tmp_path / "results"
+    p = plan("attention-order", preset="smoke")
+    jobs = {(j.labels["row"], j.labels["column"]): j for j in p.cells}
+    done = jobs[(tables.SPACE_TIME, tables.APPEARANCE)]
+    failed = jobs[(tables.SPACE_TIME, tables.MOTION)]
+    partial = jobs[(tables.TIME_SPACE, tables.APPEARANCE)]
+    running = jobs[(tables.TIME_SPACE, tables.MOTION)]
+    _fake_run(results / "attention-order" / done.run_id, {"status": "done", "top1": 0.5})
+    _fake_run(results / "attention-order" / failed.run_id, {"status": "failed", "error": "loss became nan"})
+    _fake_run(results / "attention-order" / partial.run_id, None, checkpoint=3)
+    _fake_run(results / "attention-order" / running.run_id)  # the sweep writes cell.json before it starts a run
+    (results / "attention-order" / running.run_id / "cell.json").write_text(json.dumps(running.cell_record()))
+    (results / ".locks").mkdir()
+    lock = results / ".locks" / f"{running.run_id}.lock"
+    lock.touch()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1]); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+                               str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = vivit("sweep", "attention-order", "--preset", "smoke", "--dry-run", "--json", "--results", str(results))
+        states = {c["run_id"]: (c["state"], c["error"]) for c in json.loads(r.stdout)["cells"]}
+        assert states == {done.run_id: ("done", None), failed.run_id: ("failed", "loss became nan"),
+                          partial.run_id: ("partial", None), running.run_id: ("running", None)}
+        # Another grid whose cell is this done run: shown as shared, linked in by the next sweep.
+        mv = plan("model-variants", preset="smoke")
+        model3 = next(j for j in mv.cells if j.run_id == failed.run_id or j.run_id == done.run_id)
+        r = vivit("sweep", "model-variants", "--preset", "smoke", "--dry-run", "--json", "--results", str(results))
+        shared = {c["run_id"]: c for c in json.loads(r.stdout)["cells"]}[done.run_id]
+        assert model3.run_id == done.run_id
+        assert shared["state"] == "shared" and shared["shared_from"] == f"attention-order/{done.run_id}"
+        r = vivit("status", "--results", str(results), "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["counts"] == {"done": 1, "failed": 1, "partial": 1, "running": 1}
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---- TPU backend ------------------------------------------------------------------------------------
+
+EVIL = ["data.data_dir=/tmp/x; touch {pwned} #", "run.wandb_project=$(touch {pwned})`touch {pwned}`'\"",
+        "data.eval_split=a && touch {pwned}"]
+
+
+def test_worker_command_quotes_every_value(tmp_path):
+    from vivit_cli.sweep.backends.tpu import worker_command
+
+    pwned = tmp_path / "PWNED"
+    values = [v.format(pwned=pwned) for v in EVIL]
+    argv = ["train"] + [x for v in values for x in ("--set", v)] + ["--workdir", str(tmp_path / "w d")]
+    cmd = worker_command(argv, {"VIVIT_RESULTS": "gs://b/r; rm -rf /"}, python=sys.executable, install=False)
+    assert shlex.split(cmd)[-len(argv):] == argv
+    # Run it for real through a shell, as ssh does on a worker, with a "vivit" that prints what it got.
+    (tmp_path / "vivit-cli" / "vivit_cli" / "cli").mkdir(parents=True)
+    for init in ("vivit_cli/__init__.py", "vivit_cli/cli/__init__.py"):
+        (tmp_path / "vivit-cli" / init).write_text("")
+    (tmp_path / "vivit-cli" / "vivit_cli" / "cli" / "app.py").write_text(
+        "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['VIVIT_RESULTS']]))")
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [argv, "gs://b/r; rm -rf /"]
+    assert not pwned.exists()
+
+
+FAKE_TRAINER = '''#!{python}
+"""Stands in for `python -m vivit_cli.cli.app train ...` on an emulated TPU worker: the first time it
+'checkpoints' and waits to be preempted; after a re-create it finds the checkpoint and finishes."""
+import json, os, sys, time
+from pathlib import Path
+argv = sys.argv[1:]
+assert argv[:3] == ["-m", "vivit_cli.cli.app", "train"], argv
+wd = Path(argv[argv.index("--workdir") + 1])
+pid = int(os.environ["VIVIT_PROCESS_ID"])
+(wd / f"argv{{pid}}.json").write_text(json.dumps([argv, os.environ["VIVIT_NUM_PROCESSES"]]))
+if not (wd / "checkpoints" / "1").exists():
+    (wd / "checkpoints" / "1").mkdir(parents=True, exist_ok=True)
+    time.sleep(120)
+    sys.exit(3)
+if pid == 0:
+    (wd / "summary.json").write_text(json.dumps({{"status": "done", "top1": 0.25}}))
+'''
+
+
+def _fake_gcloud_env(tmp_path, **extra) -> dict:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").symlink_to(FAKE_GCLOUD)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_GCLOUD_STATE": str(tmp_path / "gcloud"),
+            **extra}
+
+
+def _calls(tmp_path) -> list[list[str]]:
+    lines = (tmp_path / "gcloud" / "calls.jsonl").read_text().splitlines()
+    return [json.loads(line)["argv"] for line in lines]
+
+
+@pytest.mark.slow
+def test_tpu_backend_gcloud_flow_with_preemption(tmp_path):
+    """The gcloud sequence, --spot, --worker=all, quoting, and delete + re-create after a preemption."""
+    grid = tmp_path / "one.py"
+    grid.write_text('"""One cell."""\nfrom vivit_cli.sweep.grid import fixed\nTABLE = "model-variants"\n'
+                    'def cells(base, preset):\n'
+                    '    return fixed({"model.variant": "1"}, row="Model 1: Spatio-temporal", column="motion")\n')
+    trainer = tmp_path / "fakepython"
+    trainer.write_text(FAKE_TRAINER.format(python=sys.executable))
+    trainer.chmod(0o755)
+    results = tmp_path / "results"
+    pwned = tmp_path / "PWNED"
+    env = _fake_gcloud_env(tmp_path, FAKE_GCLOUD_PREEMPT_WHEN=str(results / "one" / "*" / "checkpoints" / "1"))
+    evil = [x for v in EVIL for x in ("--set", v.format(pwned=pwned))]
+    r = vivit("sweep", str(grid), "--preset", "smoke", *evil, "--results", str(results), "--backend", "tpu",
+              "--backend-opt", "zone=europe-west4-a", "--backend-opt", "spot=true", "--backend-opt",
+              f"python={trainer}", "--backend-opt", "install=false", "--backend-opt", "poll=0.2",
+              env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (run_dir,) = (results / "one").iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "done"
+    argv, nproc = json.loads((run_dir / "argv1.json").read_text())
+    assert nproc == "2"  # worker 1 of the emulated 2-host slice ran the same command
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert {v.format(pwned=pwned) for v in EVIL} <= set(sets)  # arrived literally, executed nowhere
+    assert not pwned.exists()
+    calls = [c for c in _calls(tmp_path) if c[3] != "describe"]
+    verbs = [c[3] for c in calls]
+    assert verbs == ["create", "scp", "ssh", "delete", "create", "scp", "ssh", "delete"], verbs
+    create = calls[0]
+    assert "--spot" in create and create[create.index("--zone") + 1] == "europe-west4-a"
+    assert create[4] == create[create.index("--node-id") + 1] == f"vivit-{run_dir.name}"
+    assert all("--worker=all" in c for c in calls if c[2] == "tpu-vm")
+    log = (run_dir / "train.log").read_text()
+    assert "is SUSPENDED" in log and "preempted (1)" in log
+    assert not list((tmp_path / "gcloud" / "qr").glob("*.json"))  # nothing left running (and billing)
