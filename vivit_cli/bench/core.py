@@ -9,6 +9,7 @@ jitted `model.apply(train=False)` on the same batch; its time per clip is the pa
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from vivit_cli.errors import VivitError
@@ -67,6 +68,104 @@ def _xla_flops(compiled) -> float | None:
     return float(cost["flops"])
 
 
+@dataclass
+class Prepared:
+    """Everything a measurement needs, built once: the model, params and a batch already on the devices, and
+    the compiled train step / forward pass (compiled lazily, the compile timed)."""
+
+    cfg: Any
+    batch: int
+    num_classes: int
+    model: Any
+    params: Any
+    data: dict
+    mesh: Any
+    param_shardings: Any
+    seed: int = 0
+    compile_seconds: float | None = None
+    forward_compile_seconds: float | None = None
+    _train: Any = None
+    _forward: Any = None
+    _rng: Any = None
+
+    def train_state(self):
+        """A fresh train state (step 0, a copy of the params, a new optimizer state): the step donates it."""
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+
+        from vivit_cli.train import mesh as mesh_lib, optim
+
+        tx, _ = optim.make_optimizer(self.cfg.train)
+        opt_sh = mesh_lib.tree_shardings(self.mesh, jax.eval_shape(tx.init, self.params))
+        opt_state = jax.jit(tx.init, out_shardings=opt_sh)(self.params)
+        return {"step": mesh_lib.put_global(np.int32(0), mesh_lib.replicated(self.mesh)),
+                "params": jax.tree.map(jnp.copy, self.params), "opt_state": opt_state}
+
+    def train_step(self):
+        """`step(state) -> (state, metrics)`: the trainer's compiled step on this batch."""
+        import jax
+        import numpy as np
+
+        from vivit_cli.train import mesh as mesh_lib, optim, step as step_lib
+
+        if self._train is None:
+            repl, bsh = mesh_lib.replicated(self.mesh), mesh_lib.batch_sharding(self.mesh)
+            tx, schedule = optim.make_optimizer(self.cfg.train)
+            state = self.train_state()
+            shardings = jax.tree.map(lambda a: a.sharding, state)
+            fn = step_lib.compile_train_step(self.cfg, self.model, tx, schedule, self.num_classes, shardings,
+                                             {"video": bsh, "label": bsh}, repl)
+            self._rng = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(self.seed)), repl)
+            t0 = time.perf_counter()
+            self._train = fn.lower(state, self.data, self._rng).compile()
+            self.compile_seconds = time.perf_counter() - t0
+        compiled, data, rng = self._train, self.data, self._rng
+        return lambda state: compiled(state, data, rng)
+
+    def forward(self):
+        """`fwd() -> logits`: the jitted eval-mode forward pass on this batch."""
+        import jax
+
+        from vivit_cli.train import mesh as mesh_lib
+
+        if self._forward is None:
+            model = self.model
+            fn = jax.jit(lambda p, v: model.apply({"params": p}, v, train=False),
+                         in_shardings=(self.param_shardings, mesh_lib.batch_sharding(self.mesh)),
+                         out_shardings=mesh_lib.replicated(self.mesh))
+            t0 = time.perf_counter()
+            self._forward = fn.lower(self.params, self.data["video"]).compile()
+            self.forward_compile_seconds = time.perf_counter() - t0
+        compiled, params, video = self._forward, self.params, self.data["video"]
+        return lambda: compiled(params, video)
+
+
+def prepare(cfg, *, batch_size: int | None = None, num_classes: int | None = None, seed: int = 0) -> Prepared:
+    import jax
+    import numpy as np
+
+    from vivit_cli import config, models
+    from vivit_cli.train import mesh as mesh_lib
+
+    config.validate(cfg)
+    nc = int(num_classes or cfg.data.num_classes or models.DEFAULT_NUM_CLASSES)
+    batch = int(cfg.train.batch_size if batch_size is None else batch_size)
+    if batch < 1:
+        raise VivitError(f"--batch-size {batch}: must be >= 1")
+    mesh = mesh_lib.make_mesh(cfg.train.mesh_model)
+    local_batch = mesh_lib.check_batch(mesh, batch, key="--batch-size")
+    rng = np.random.default_rng(seed)
+    video = rng.uniform(-1, 1, (local_batch, cfg.data.frames, cfg.data.crop, cfg.data.crop, 3)).astype(np.float32)
+    labels = rng.integers(0, nc, local_batch).astype(np.int32)
+    # On the devices before any timing starts: the figures are the model's, not the input pipeline's.
+    data = mesh_lib.global_batch({"video": video, "label": labels}, mesh_lib.batch_sharding(mesh))
+    param_sh = mesh_lib.tree_shardings(mesh, models.param_shapes(cfg, nc))
+    params = jax.jit(lambda r: models.init_params(cfg, nc, r), out_shardings=param_sh)(jax.random.key(seed))
+    return Prepared(cfg=cfg, batch=batch, num_classes=nc, model=models.build_model(cfg, nc), params=params,
+                    data=data, mesh=mesh, param_shardings=param_sh, seed=seed)
+
+
 def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, train: bool = True,
         forward: bool = True, repeats: int = 5, inner: int | None = None, warmup: int = 2,
         peaks: dict[str, Any] | None = None, peak_size: int | None = None, seed: int = 0) -> dict[str, Any]:
@@ -78,44 +177,23 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
     peak_memory_bytes, device, and the config's shape.
     """
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from vivit_cli import config, models
-    from vivit_cli.train import mesh as mesh_lib, optim, step as step_lib
+    from vivit_cli import config
 
     if not (train or forward):
         raise VivitError("bench: nothing to measure (both the train step and the forward pass are off)")
     if repeats < 1:
         raise VivitError(f"bench: repeats={repeats} must be >= 1")
-    config.validate(cfg)
-    nc = int(num_classes or cfg.data.num_classes or models.DEFAULT_NUM_CLASSES)
-    batch = int(cfg.train.batch_size if batch_size is None else batch_size)
-    if batch < 1:
-        raise VivitError(f"--batch-size {batch}: must be >= 1")
-
-    mesh = mesh_lib.make_mesh(cfg.train.mesh_model)
-    local_batch = mesh_lib.check_batch(mesh, batch, key="--batch-size")
-    repl, bsh = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+    p = prepare(cfg, batch_size=batch_size, num_classes=num_classes, seed=seed)
+    batch, nc = p.batch, p.num_classes
     devices = jax.devices()
     device = devices[0]
-
     if peaks is None:
         peaks = peak_lib.measure_peaks(n=peak_size)
     dtype_key = "bfloat16" if cfg.train.precision == "bfloat16" else "float32"
-    peak_per_device = float(peaks[dtype_key])
-    peak_flops = peak_per_device * len(devices)
-
-    model = models.build_model(cfg, nc)
+    peak_flops = float(peaks[dtype_key]) * len(devices)
     fwd_flops = model_flops_per_clip(cfg, nc)
-    rng = np.random.default_rng(seed)
-    video = rng.uniform(-1, 1, (local_batch, cfg.data.frames, cfg.data.crop, cfg.data.crop, 3)).astype(np.float32)
-    labels = rng.integers(0, nc, local_batch).astype(np.int32)
-    data = mesh_lib.global_batch({"video": video, "label": labels}, bsh)  # on the devices before timing starts
-
-    param_shapes = models.param_shapes(cfg, nc)
-    param_sh = mesh_lib.tree_shardings(mesh, param_shapes)
-    params = jax.jit(lambda r: models.init_params(cfg, nc, r), out_shardings=param_sh)(jax.random.key(seed))
 
     result: dict[str, Any] = {
         "variant": cfg.model.variant, "size": cfg.model.size, "hidden": cfg.model.hidden, "layers": cfg.model.layers,
@@ -131,76 +209,54 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
         "data": "synthetic, device-resident", "repeats": repeats,
     }
 
-    if train:
-        tx, schedule = optim.make_optimizer(cfg.train)
-        opt_state = jax.jit(tx.init, out_shardings=mesh_lib.tree_shardings(mesh, jax.eval_shape(tx.init, param_shapes)))(
-            params)
-        # The step donates its state: give it a copy so `params` stays valid for the forward pass.
-        state = {"step": mesh_lib.put_global(np.int32(0), repl), "params": jax.tree.map(jnp.copy, params),
-                 "opt_state": opt_state}
-        shardings = jax.tree.map(lambda a: a.sharding, state)
-        step_fn = step_lib.compile_train_step(cfg, model, tx, schedule, nc, shardings,
-                                              {"video": bsh, "label": bsh}, repl)
-        base_rng = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(seed)), repl)
-        t0 = time.perf_counter()
-        compiled = step_fn.lower(state, data, base_rng).compile()
-        result["compile_seconds"] = time.perf_counter() - t0
-        n_inner = inner or _auto_inner(compiled, state, data, base_rng)
-        timing, state = time_stateful(lambda s: compiled(s, data, base_rng), state, warmup=warmup,
-                                      repeats=repeats, inner=n_inner)
-        step_s = timing["median_s"]
-        clips = batch / step_s
-        loss = float(jax.device_get(compiled(state, data, base_rng)[1]["loss"]))
-        mem, mem_src = _memory(compiled, device)
-        xla = _xla_flops(compiled)
-        result.update({
-            "train_step_ms": 1e3 * step_s, "train_step_ms_min": 1e3 * timing["min_s"],
-            "train_clips_per_s": clips, "achieved_flops": clips * TRAIN_FLOPS_PER_FORWARD * fwd_flops,
-            "mfu": mfu(clips, TRAIN_FLOPS_PER_FORWARD * fwd_flops, peak_flops),
-            "peak_memory_bytes": mem, "peak_memory_source": mem_src, "xla_train_flops_per_step": xla,
-            "train_inner_steps": n_inner, "train_loss_finite": bool(np.isfinite(loss)),
-        })
-        del state
-
-    if forward:
-        fwd = jax.jit(lambda p, v: model.apply({"params": p}, v, train=False), in_shardings=(param_sh, bsh),
-                      out_shardings=repl)
-        t0 = time.perf_counter()
-        fcompiled = fwd.lower(params, data["video"]).compile()
-        result["forward_compile_seconds"] = time.perf_counter() - t0
-        n_inner = inner or _auto_inner_fwd(fcompiled, params, data["video"])
-        timing = time_calls(lambda: fcompiled(params, data["video"]), warmup=warmup, repeats=repeats, inner=n_inner)
+    if forward:  # first: the train step donates (invalidates) a copy of the params, never `p.params` itself
+        fwd = p.forward()
+        n_inner = inner or _auto_inner(lambda: fwd())
+        timing = time_calls(fwd, warmup=warmup, repeats=repeats, inner=n_inner)
         per_clip = timing["median_s"] / batch
         result.update({
+            "forward_compile_seconds": p.forward_compile_seconds,
             "forward_ms_per_clip": 1e3 * per_clip, "forward_ms_per_batch": 1e3 * timing["median_s"],
             "forward_clips_per_s": 1.0 / per_clip, "forward_achieved_flops": fwd_flops / per_clip,
             "forward_mfu": mfu(1.0 / per_clip, fwd_flops, peak_flops),
         })
         if not train:
-            mem, mem_src = _memory(fcompiled, device)
-            result.update(peak_memory_bytes=mem, peak_memory_source=mem_src)
-    if not train:
-        result.update(train_clips_per_s=None, mfu=None)
+            mem, mem_src = _memory(p._forward, device)
+            result.update(peak_memory_bytes=mem, peak_memory_source=mem_src, train_clips_per_s=None, mfu=None)
+
+    if train:
+        step = p.train_step()
+        probe = [p.train_state()]
+
+        def probe_call():  # the probe's own state: donation would otherwise invalidate the timed one
+            probe[0], m = step(probe[0])
+            return m
+
+        n_inner = inner or _auto_inner(probe_call)
+        del probe
+        timing, state = time_stateful(step, p.train_state(), warmup=warmup, repeats=repeats, inner=n_inner)
+        step_s = timing["median_s"]
+        clips = batch / step_s
+        loss = float(jax.device_get(step(state)[1]["loss"]))
+        mem, mem_src = _memory(p._train, device)
+        result.update({
+            "compile_seconds": p.compile_seconds,
+            "train_step_ms": 1e3 * step_s, "train_step_ms_min": 1e3 * timing["min_s"],
+            "train_clips_per_s": clips, "achieved_flops": clips * TRAIN_FLOPS_PER_FORWARD * fwd_flops,
+            "mfu": mfu(clips, TRAIN_FLOPS_PER_FORWARD * fwd_flops, peak_flops),
+            "peak_memory_bytes": mem, "peak_memory_source": mem_src,
+            "xla_train_flops_per_step": _xla_flops(p._train),
+            "train_inner_steps": n_inner, "train_loss_finite": bool(np.isfinite(loss)),
+        })
     return result
 
 
-def _auto_inner(compiled, state, data, rng) -> int:
+def _auto_inner(call) -> int:
     """Calls per timed sample: enough that a sample lasts ~0.2 s (dispatch jitter is then negligible),
-    estimated from one untimed call. The probe's state is thrown away; donation makes it invalid, so the
-    caller's state must not be passed: it is copied first."""
+    estimated from one untimed call after a first one (which also allocates)."""
     import jax
 
-    probe = jax.tree.map(lambda a: a.copy(), state)
-    probe, _ = jax.block_until_ready(compiled(probe, data, rng))  # the first call also allocates: not timed
+    jax.block_until_ready(call())
     t0 = time.perf_counter()
-    jax.block_until_ready(compiled(probe, data, rng))
-    return max(1, min(50, int(0.2 / max(time.perf_counter() - t0, 1e-6))))
-
-
-def _auto_inner_fwd(compiled, params, video) -> int:
-    import jax
-
-    jax.block_until_ready(compiled(params, video))
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(params, video))
+    jax.block_until_ready(call())
     return max(1, min(50, int(0.2 / max(time.perf_counter() - t0, 1e-6))))

@@ -58,7 +58,7 @@ def render_table(r: dict):
     t = Table(title=f"vivit bench: {r['variant']} {r['size']} {r['input']} tubelet {r['tubelet']}, batch "
                     f"{r['batch_size']}, {r['precision']}", show_header=False)
     rows = [("device", r["device"]), ("tokens", str(r["tokens"])),
-            ("model GFLOPs / clip", f"{r['model_flops_per_clip'] / 1e9:,.2f} (forward, 2 x multiply-adds)")]
+            ("model GFLOPs / clip", f"{r['model_flops_per_clip'] / 1e9:.4g} (forward, 2 x multiply-adds)")]
     if r.get("train_clips_per_s") is not None:
         rows += [("train step", f"{r['train_step_ms']:.1f} ms (median of {r['repeats']})"),
                  ("train clips/s", f"{r['train_clips_per_s']:.2f}"),
