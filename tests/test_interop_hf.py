@@ -256,3 +256,15 @@ def test_export_from_a_training_run_directory(tmp_path):
     x = rng.uniform(-1, 1, (2, 4, 8, 8, 3)).astype(np.float32)
     ours = np.asarray(models.build_model(cfg, 3).apply({"params": params}, x))
     assert np.abs(_hf_logits(model, x) - ours).max() < TOL
+
+
+def test_out_may_not_be_the_folder_being_read(tmp_path):
+    from vivit_cli import interop
+
+    folder = _write_folder(tmp_path / "hf", CONFIGS["t2p4"])
+    before = (folder / "config.json").read_text()
+    with pytest.raises(VivitError, match="the folder being converted"):
+        interop.convert_hf(folder, folder)
+    with pytest.raises(VivitError, match="the folder being converted"):
+        interop.export_hf(folder / "model.safetensors", folder)
+    assert (folder / "config.json").read_text() == before

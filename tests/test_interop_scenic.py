@@ -258,3 +258,14 @@ def test_cli_convert_scenic_then_predict(tmp_path, cli):
     r = cli("convert", "scenic", str(tmp_path / "bad"), "--out", str(tmp_path / "out2"))
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and "truncated" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_convert_help_does_not_import_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys; from vivit_cli.cli.app import main; rc = main(['convert', '--help']); "
+            "bad = [m for m in ('jax', 'flax', 'optax', 'orbax', 'tensorflow', 'torch') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad or rc else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -23,6 +23,13 @@ from .infer import build_config, infer
 from .tree import to_float32
 
 
+def _not_the_source(out: str | Path, source: str | Path) -> None:
+    """Writing into the folder being read would replace its config.json with ours (or HF's with ours)."""
+    src = Path(source).expanduser().resolve()
+    if Path(out).expanduser().resolve() == (src if src.is_dir() else src.parent):
+        raise VivitError(f"--out {out}: the folder being converted; choose a new folder")
+
+
 def _summary(out: Path, cfg, provenance: dict) -> dict[str, Any]:
     from vivit_cli import config
 
@@ -66,6 +73,7 @@ def convert_hf(model_dir: str | Path, out: str | Path, sets: list[str] | None = 
     from . import hf
 
     d = Path(model_dir)
+    _not_the_source(out, d)
     if not d.is_dir():
         raise VivitError(f"{d}: not a folder (expected a transformers model folder with config.json)")
     hf_cfg = hf.read_config(d)
@@ -133,6 +141,7 @@ def export_hf(source: str | Path, out: str | Path) -> dict[str, Any]:
     from . import hf
 
     # The reader `vivit eval`/`predict` use: any checkpoint kind, shapes checked against the config.
+    _not_the_source(out, source)
     restored = restore.load(source)
     cfg, num_classes = restored.cfg, restored.num_classes
     hf.export_check(cfg)
