@@ -371,3 +371,69 @@ def test_tpu_backend_gcloud_flow_with_preemption(tmp_path):
     log = (run_dir / "train.log").read_text()
     assert "is SUSPENDED" in log and "preempted (1)" in log
     assert not list((tmp_path / "gcloud" / "qr").glob("*.json"))  # nothing left running (and billing)
+
+
+# ---- the scheduler, with a backend that only pretends -------------------------------------------------
+
+class ScriptedBackend:
+    """A `Backend` whose jobs end as scripted per run id: "done" (writes summary.json), "fail", "preempt"."""
+
+    name = "scripted"
+
+    def __init__(self, script):
+        self.script = {k: list(v) for k, v in script.items()}
+        self.started: list[str] = []
+
+    def commands(self, launch):
+        return [["vivit", *launch.argv]]
+
+    def start(self, launch):
+        self.started.append(launch.run_id)
+        outcome = (self.script.get(launch.run_id) or ["done"]).pop(0)
+        return launch, outcome
+
+    def poll(self, handle):
+        launch, outcome = handle
+        workdir = Path(launch.argv[launch.argv.index("--workdir") + 1])
+        if outcome == "done":
+            (workdir / "summary.json").write_text(json.dumps({"status": "done", "top1": 0.5}))
+            return 0
+        if outcome == "preempt":
+            return 143
+        (workdir / "summary.json").write_text(json.dumps({"status": "failed", "error": "loss became nan"}))
+        return 1
+
+    def stop(self, handle):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_scheduler_retries_blocks_dependents_and_resumes(tmp_path):
+    from vivit_cli.sweep import runner, store as st
+
+    results = tmp_path / "results"
+    p = plan("embed-ablation", preset="smoke")
+    dep, cells_ = p.deps[0], p.cells
+    # The dependency fails every time: it is tried max_attempts times, its dependents never start.
+    backend = ScriptedBackend({dep.run_id: ["fail"] * 5})
+    res = runner.run(p, st.RunStore(results, max_attempts=2), backend, poll=0.01, live=True)
+    assert backend.started == [dep.run_id, dep.run_id] and not res.ok
+    assert "loss became nan" in res.failed[dep.run_id] and set(res.failed) == {dep.run_id} | {c.run_id for c in cells_}
+    record = json.loads((results / "_deps" / dep.run_id / "sweep.json").read_text())
+    assert (record["attempts"], record["failures"], record["last"]) == (2, 2, "failed")
+    # Exhausted: a rerun does not try again ...
+    backend = ScriptedBackend({})
+    assert not runner.run(p, st.RunStore(results, max_attempts=2), backend, poll=0.01, live=False).ok
+    assert backend.started == []
+    # ... unless allowed more attempts; a preempted cell is simply started again.
+    backend = ScriptedBackend({cells_[0].run_id: ["preempt", "done"]})
+    res = runner.run(p, st.RunStore(results, max_attempts=3), backend, poll=0.01, live=False)
+    assert res.ok and len(res.done) == 5
+    assert backend.started == [dep.run_id, cells_[0].run_id, cells_[0].run_id] + [c.run_id for c in cells_[1:]]
+    for job in cells_:
+        assert json.loads((results / "embed-ablation" / job.run_id / "cell.json").read_text())["run_id"] == job.run_id
+    # Everything done: nothing starts.
+    backend = ScriptedBackend({})
+    assert runner.run(p, st.RunStore(results), backend, poll=0.01, live=False).ok and backend.started == []
