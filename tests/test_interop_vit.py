@@ -37,7 +37,8 @@ def _rand_vit(layout: str, pool: str, seed: int = 0) -> dict[str, np.ndarray]:
         for ln in (ln0, ln1):
             flat[f"{b}/{ln}/scale"], flat[f"{b}/{ln}/bias"] = 1 + r(D), r(D)
         for proj in ("query", "key", "value"):
-            flat[f"{b}/{attn}/{proj}/kernel"], flat[f"{b}/{attn}/{proj}/bias"] = r(D, HEADS, D // HEADS), r(HEADS, D // HEADS)
+            flat[f"{b}/{attn}/{proj}/kernel"] = r(D, HEADS, D // HEADS)
+            flat[f"{b}/{attn}/{proj}/bias"] = r(HEADS, D // HEADS)
         flat[f"{b}/{attn}/out/kernel"], flat[f"{b}/{attn}/out/bias"] = r(HEADS, D // HEADS, D), r(D)
         flat[f"{b}/{mlp}/Dense_0/kernel"], flat[f"{b}/{mlp}/Dense_0/bias"] = r(D, MLP), r(MLP)
         flat[f"{b}/{mlp}/Dense_1/kernel"], flat[f"{b}/{mlp}/Dense_1/bias"] = r(MLP, D), r(D)
@@ -145,8 +146,6 @@ def test_init_from_a_converted_vit(tmp_path):
     np.testing.assert_array_equal(pe[0, 1:10], src[0, 1:])  # tiled over the 2 temporal positions
     np.testing.assert_array_equal(pe[0, 10:], src[0, 1:])
     assert params["output_projection"]["kernel"].shape == (D, 3)  # the head stays fresh
-    x = np.zeros((1, 4, 12, 12, 3), np.float32)
-    assert np.isfinite(np.asarray(models.build_model(cfg, 3).apply({"params": params}, x))).all()
 
 
 def test_vit_notes_and_bad_inputs(tmp_path):

@@ -93,7 +93,8 @@ def _infer_joint(params, out: Inferred) -> None:
     enc = params["Transformer"]
     first = enc.get("encoderblock_0", {})
     if "MultiHeadDotProductAttention_time" in first:
-        out.put("model.variant", "factorised_self_attention", "Transformer/encoderblock_0/MultiHeadDotProductAttention_time")
+        out.put("model.variant", "factorised_self_attention",
+                "Transformer/encoderblock_0/MultiHeadDotProductAttention_time")
     else:
         # Model 4 has exactly model 1's params; model 1 is the released one, --set model.variant=4 picks the other.
         out.put("model.variant", "spatio_temporal", "Transformer/encoderblock_0")
