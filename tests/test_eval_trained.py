@@ -127,6 +127,51 @@ def test_eval_on_8_devices_equals_eval_on_1(run_dir, tmp_path):
     assert json.loads((run_dir / "eval.json").read_text())["val@2x1"]["devices"] == 8
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_eval_on_two_processes_equals_eval_on_one(run_dir, tmp_path):
+    """Multi-host: each process reads its shard of the split; results are gathered; process 0 writes."""
+    from vivit_cli.eval import evaluate_checkpoint
+
+    one = evaluate_checkpoint(run_dir, split="test", views="1x1", batch_size=6, save_logits=str(tmp_path / "1.npz"),
+                              write_json=False)
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "VIVIT_COORDINATOR": f"localhost:{port}",
+               "VIVIT_NUM_PROCESSES": "2", "VIVIT_PROCESS_ID": str(pid), "VIVIT_NUM_CPU_DEVICES": "2",
+               "VIVIT_INIT_TIMEOUT": "60"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "vivit_cli.cli.app", "eval", str(run_dir), "--split", "test", "--views", "1x1",
+             "--batch-size", "6", "--json", "--save-logits", str(tmp_path / f"p{pid}.npz")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=240))
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [e[-1500:] for _, e in outs]
+    # Gloo (the CPU collectives library) prints its connection lines to stdout from C++; the JSON follows them.
+    res = json.loads(outs[0][0][outs[0][0].index("\n{") + 1:] if not outs[0][0].startswith("{") else outs[0][0])
+    assert "{" not in outs[1][0]  # only process 0 reports and writes
+    assert not (tmp_path / "p1.npz").exists()
+    assert (res["processes"], res["devices"], res["batch_size"]) == (2, 4, 8)
+    for k in ("top1", "top5", "mean_class_accuracy", "videos"):
+        assert res[k] == one.entry[k], k
+    a, b = np.load(tmp_path / "1.npz"), np.load(tmp_path / "p0.npz")
+    assert b["index"].tolist() == list(range(500))
+    np.testing.assert_array_equal(a["label"], b["label"])
+    np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-5)
+
+
 def _write_videos(root: Path, n_classes: int = 12) -> list[Path]:
     from vivit_cli.data.video import write_video
 
@@ -268,6 +313,11 @@ def test_bad_inputs_exit_2_with_one_line_and_touch_nothing(run_dir, tmp_path, ca
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, stderr)
         assert needle in lines[0], (args, lines[0])
         assert "Traceback" not in stderr + stdout
+    # In a fresh interpreter too: a damaged Orbax item must not leave tracebacks behind at exit.
+    proc = subprocess.run([sys.executable, "-m", "vivit_cli.cli.app", "eval", str(broken)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "no readable checkpoint" in lines[0], proc.stderr[-3000:]
     assert [_snapshot(d) for d in watched] == before
     assert not out.exists()
 

@@ -32,6 +32,32 @@ def _step_dirs(root: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: -int(p.name))
 
 
+_quieted = False
+
+
+def _quiet_failed_restore() -> None:
+    """A damaged Orbax item fails its first read while others are in flight; their completions then land on
+    the closed event loop and print one traceback each ("Event loop is closed"), even while the restore is
+    still unwinding. Drop exactly those (installed before any restore), so that a damaged checkpoint is
+    the one-line error it should be."""
+    global _quieted
+    if _quieted:
+        return
+    import logging
+    import sys
+
+    previous = sys.unraisablehook
+
+    def hook(u):
+        if isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed":
+            return
+        previous(u)
+
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(lambda r: "exception was never retrieved" not in r.getMessage())
+    _quieted = True
+
+
 class _DropWarnings:
     def filter(self, record) -> bool:
         import logging
@@ -45,6 +71,7 @@ def _load(path: Path):
 
     from vivit_cli.train import checkpoint
 
+    _quiet_failed_restore()
     absl_log = logging.getLogger("absl")
     # Orbax warns that a params-only item has no step metadata and how it found the sharding: both expected.
     quiet = _DropWarnings()
@@ -67,7 +94,9 @@ def load(path: str | Path) -> Restored:
     import warnings
 
     from vivit_cli import config
+    from vivit_cli.train import runtime
 
+    runtime.setup()  # multi-process init and device count must precede any JAX computation (the shape check)
     p = Path(path).expanduser().absolute()
     if not p.exists():
         raise VivitError(f"{p}: no such checkpoint, run directory or weights file")
