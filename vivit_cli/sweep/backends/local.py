@@ -48,6 +48,9 @@ class LocalBackend(Backend):
                 vivit_command(self.python) + launch.argv, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, env={**os.environ, **launch.env},
                 pass_fds=(launch.lock_fd,) if launch.lock_fd is not None else (),
+                # Own session: a Ctrl-C at the terminal reaches only the sweep, which then sends SIGTERM (the
+                # trainer checkpoints on SIGTERM; on SIGINT it would just stop).
+                start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
     def poll(self, handle: subprocess.Popen) -> int | None:

@@ -237,7 +237,7 @@ class TpuBackend(Backend):
             log.write(f"$ {shlex.join(ssh)}\n".encode())
             log.flush()
             job.ssh = subprocess.Popen(ssh, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT,
+                                       stderr=subprocess.STDOUT, start_new_session=True,
                                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             rc, preempted = self._watch(job, log)
             if job.stopping:
