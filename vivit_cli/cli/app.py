@@ -22,7 +22,7 @@ def _root() -> None:
     """Run the ViViT ablations, from one command to a paper-ready table."""
 
 # Each module adds its commands with `register(app)`; keep its top-level imports light.
-COMMAND_MODULES = ("describe", "report", "train", "data", "eval", "convert", "bench", "sweep")
+COMMAND_MODULES = ("describe", "data", "train", "eval", "sweep", "report", "reproduce", "convert", "bench")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"vivit_cli.cli.{_name}").register(app)
 
