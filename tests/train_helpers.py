@@ -107,20 +107,23 @@ import json, sys
 sys.path.insert(0, {tests!r})
 import train_helpers as h
 from vivit_cli.train.loop import Preempted
-try:
-    summary = h.run_synthetic(sys.argv[1], json.loads(sys.argv[2]))
-except Preempted:
-    sys.exit(143)
-print("SUMMARY", json.dumps(summary))
+for workdir, extra in json.loads(sys.argv[1]):
+    try:
+        summary = h.run_synthetic(workdir, extra)
+    except Preempted:
+        sys.exit(143)
+    print("SUMMARY", json.dumps(summary))
 """
 
 
-def subprocess_run(workdir, extra=(), env=None, timeout=120, wait=True):
-    """Runs `run_synthetic` in a fresh Python process (its own device count / distributed setup)."""
+def subprocess_run(workdir, extra=(), env=None, timeout=120, wait=True, more=()):
+    """Runs `run_synthetic` in a fresh Python process (its own device count / distributed setup); `more` adds
+    further (workdir, extra) runs to the same process, which saves the imports."""
     e = dict(os.environ)
     e.update(env or {})
     e.setdefault("JAX_PLATFORMS", "cpu")
-    cmd = [PY, "-c", RUNNER.format(tests=str(ROOT / "tests")), str(workdir), json.dumps(list(extra))]
+    jobs = [[str(workdir), list(extra)]] + [[str(w), list(x)] for w, x in more]
+    cmd = [PY, "-c", RUNNER.format(tests=str(ROOT / "tests")), json.dumps(jobs)]
     if not wait:
         return subprocess.Popen(cmd, env=e, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=e, cwd=ROOT, capture_output=True, text=True, timeout=timeout)

@@ -245,8 +245,13 @@ def _train(cfg, workdir: Path, task, run_id: str) -> dict[str, Any]:
     metrics_log = MetricsLog(workdir / "metrics.jsonl", resume_step=start, enabled=main)
     wandb = WandbLogger(cfg, workdir, run_id, enabled=main)
     title = f"{task.kind} {cfg.model.variant}" if task.kind == "video" else "image ViT"
+    layout = ""
+    if cfg.train.mesh_model > 1:
+        leaves = jax.tree.leaves(shardings["params"])
+        split = sum(1 for s in leaves if any(a is not None for a in s.spec))
+        layout = f", {split}/{len(leaves)} param tensors split over a model axis of {cfg.train.mesh_model}"
     note(f"{workdir.name}: {title}, {models.count_params(param_shapes):,} params, {origin}, "
-         f"{runtime.device_description()}, global batch {cfg.train.batch_size}", main)
+         f"{runtime.device_description()}, global batch {cfg.train.batch_size}{layout}", main)
     progress = Progress(total, start, title, enabled=main)
     stop = _StopFlag()
     train_seconds = float(meta.get("train_seconds", 0.0))
