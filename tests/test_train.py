@@ -167,3 +167,18 @@ def test_commands_that_compute_nothing_do_not_import_jax():
             "print(any(m in sys.modules for m in ('jax', 'flax', 'optax', 'orbax')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_wandb_online_without_a_key_is_a_one_line_error(tmp_path, monkeypatch):
+    from vivit_cli import config
+    from vivit_cli.errors import VivitError
+    from vivit_cli.train.wandb_log import WandbLogger
+
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from a previous `wandb login`
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    cfg = config.build(["run.wandb=online"])
+    with pytest.raises(VivitError, match="run.wandb=online"):
+        WandbLogger(cfg, tmp_path, "abc")
+    assert WandbLogger(config.build([]), tmp_path, "abc").run is None  # disabled: nothing imported or written
