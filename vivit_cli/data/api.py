@@ -39,6 +39,7 @@ def still_images(cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
     sp = src.split(split)
     spec = T.ClipSpec(frames=1, stride=1, crop=d.crop)
     images = np.empty((len(sp), d.crop, d.crop, 3), np.float32)
+    labels = np.zeros(len(sp), np.int32)
     keep = np.ones(len(sp), bool)
     for i in range(len(sp)):
         try:
@@ -48,7 +49,8 @@ def still_images(cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
             keep[i] = False
             continue
         images[i] = T.spatial_views(frame, spec, 1)[0][0] * np.float32(2 / 255) - np.float32(1)
-    return images[keep], np.asarray(sp.labels, np.int32)[keep]
+        labels[i] = getattr(reader, "label", None) if getattr(reader, "label", None) is not None else sp.label(i)
+    return images[keep], labels[keep]
 
 
 def describe_source(src: sources.Source) -> dict:
@@ -58,8 +60,9 @@ def describe_source(src: sources.Source) -> dict:
            "files_scanned": src.scanned, "failures": [{"file": f, "problem": p} for f, p in src.failures[:50]],
            **({"info": src.info} if src.info else {})}
     for name, sp in src.splits.items():
-        entry = {"clips": len(sp), "per_class": np.bincount(sp.labels, minlength=src.num_classes).tolist()
-                 if len(sp) else []}
+        entry = {"clips": len(sp)}
+        if len(sp.labels):  # TFDS labels are only read with their clips
+            entry["per_class"] = np.bincount(sp.labels, minlength=src.num_classes).tolist()
         if isinstance(sp, sources.VideoSplit) and sp.metas:
             counts = np.array([m["num_frames"] for m in sp.metas])
             entry["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}

@@ -67,7 +67,13 @@ class TrainMap:
             self.skips.record(index, str(e))
             return _SKIP
         clip = T.random_crop(frames, rng, self.spec)
-        return {"video": T.augment(clip, rng, self.spec), "label": np.int32(self.split.labels[index])}
+        return {"video": T.augment(clip, rng, self.spec), "label": np.int32(_label(self.split, reader, index))}
+
+
+def _label(split: Split, reader, index: int) -> int:
+    # Readers of record-based sources (TFDS) carry the label read with the clip.
+    label = getattr(reader, "label", None)
+    return split.label(index) if label is None else label
 
 
 def _is_kept(x) -> bool:
@@ -151,7 +157,7 @@ class EvalMap:
         clips = frames.reshape(n_t, self.spec.frames, *frames.shape[1:])
         views = [v for clip in clips for v in T.spatial_views(clip, self.spec, n_s)]
         video = np.stack(views) * np.float32(2 / 255) - np.float32(1)
-        return {"video": video.astype(np.float32), "label": np.int32(self.split.labels[index]),
+        return {"video": video.astype(np.float32), "label": np.int32(_label(self.split, reader, index)),
                 "index": np.int32(index), "mask": np.bool_(True)}
 
 

@@ -44,6 +44,9 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def label(self, i: int) -> int:
+        return int(self.labels[i])
+
     def where(self, i: int) -> str:
         return f"{self.name}[{i}]"
 
@@ -89,13 +92,28 @@ class TfdsSplit(Split):
     tfds_split: str = ""
     data_dir: str | None = None
     video_key: str = "video"
+    count: int = 0
     _ds: object = None
 
-    def reader(self, i: int) -> ArrayReader:
+    # Labels are read with the clip, not all up front: a record holds the whole video, so listing the
+    # labels of a real dataset at open time would read all of it.
+    def __len__(self) -> int:
+        return self.count
+
+    def _source(self):
         if self._ds is None:
             self._ds = _tfds_source(self.tfds_name, self.tfds_split, self.data_dir)
-        video = self._ds[int(i)][self.video_key]
-        return ArrayReader(np.stack(video) if isinstance(video, list) else np.asarray(video))
+        return self._ds
+
+    def label(self, i: int) -> int:
+        return int(self._source()[int(i)]["label"])
+
+    def reader(self, i: int) -> ArrayReader:
+        record = self._source()[int(i)]
+        video = record[self.video_key]
+        reader = ArrayReader(np.stack(video) if isinstance(video, list) else np.asarray(video))
+        reader.label = int(record["label"])
+        return reader
 
     def __getstate__(self):
         return {**self.__dict__, "_ds": None}
@@ -393,13 +411,11 @@ def _tfds(arg: str, data_dir: str | None) -> Source:
         except Exception as e:
             raise VivitError(f"data.source=tfds:{arg}: split {s} cannot be read without TensorFlow "
                              f"({type(e).__name__}); prepare it as array_record") from None
-        labels = np.fromiter((int(ds[i]["label"]) for i in range(len(ds))), np.int32, len(ds)) \
-            if len(ds) <= 200_000 else np.zeros(len(ds), np.int32)
-        splits[SPLIT_ALIASES.get(s, s)] = TfdsSplit(SPLIT_ALIASES.get(s, s), labels, tfds_name=arg, tfds_split=s,
-                                                    data_dir=data_dir, video_key=video_key)
+        splits[SPLIT_ALIASES.get(s, s)] = TfdsSplit(SPLIT_ALIASES.get(s, s), np.zeros(0, np.int32), tfds_name=arg,
+                                                    tfds_split=s, data_dir=data_dir, video_key=video_key,
+                                                    count=len(ds), _ds=ds)
     if not label_names:
-        top = max((int(sp.labels.max()) for sp in splits.values() if len(sp)), default=0)
-        label_names = tuple(str(i) for i in range(top + 1))
+        raise VivitError(f"data.source=tfds:{arg}: the 'label' feature must be a ClassLabel (with names)")
     return Source("tfds", f"tfds:{arg}", label_names, splits, info={"data_dir": data_dir, "video_key": video_key})
 
 
