@@ -127,3 +127,17 @@ def test_cli_rejects_bad_options(cli):
     assert res.returncode == 2 and "--mode" in res.stderr and "Traceback" not in res.stderr
     res = cli("bench", "--batch-size", "0")
     assert res.returncode == 2 and "--batch-size" in res.stderr
+
+
+def test_xla_cpu_defaults_respect_the_user():
+    from vivit_cli.bench import xla_flags
+
+    if not (xla_flags._installed("jaxlib") or "").startswith(xla_flags.MEASURED_JAXLIB):
+        pytest.skip("flags are only applied on the jaxlib series they were measured on")
+    assert xla_flags.cpu_flags_to_add({}) == ["--xla_cpu_experimental_ynn_fusion_type=-reduce"]
+    assert xla_flags.cpu_flags_to_add({"VIVIT_XLA_DEFAULTS": "0"}) == []
+    assert xla_flags.cpu_flags_to_add({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+dot"}) == []
+    # Importing the package applied them to this process (before JAX started its backend).
+    import os
+
+    assert "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", "")

@@ -6,3 +6,13 @@ compute nothing (`report`, `sweep --dry-run`, `status`, `--help`) answer fast.
 """
 
 __version__ = "0.1.0"
+
+
+def _apply_xla_defaults() -> None:
+    # Must run before JAX starts its backend (XLA reads XLA_FLAGS once); stdlib only, no JAX import.
+    from vivit_cli.bench.xla_flags import apply_cpu_defaults
+
+    apply_cpu_defaults()
+
+
+_apply_xla_defaults()
