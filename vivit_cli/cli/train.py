@@ -66,10 +66,10 @@ def train_command(
 ) -> None:
     """Train one model; leaves config.json, metrics.jsonl, checkpoints/ and (last) summary.json in the workdir.
 
-    Running it again on a finished workdir does nothing; on an unfinished one it resumes from the newest
-    checkpoint. Multi-host: set VIVIT_COORDINATOR, VIVIT_NUM_PROCESSES and VIVIT_PROCESS_ID (or
-    VIVIT_JAX_INIT=1 on a Cloud TPU slice) and start the same command on every host.
-    """
+    Running it again on a finished workdir does nothing; on an unfinished one it resumes from the newest checkpoint.
+
+    Multi-host: set VIVIT_COORDINATOR, VIVIT_NUM_PROCESSES and VIVIT_PROCESS_ID (or VIVIT_JAX_INIT=1 on a Cloud TPU slice) and start the same command on every host. Exit codes: 0 done, 1 failed, 2 bad input, 143 stopped by SIGTERM (checkpoint saved).
+    """  # noqa: E501 - typer rewraps each paragraph itself
     from vivit_cli import config
     from vivit_cli.train import loop
 
@@ -87,9 +87,8 @@ def pretrain_image_command(
 ) -> None:
     """Train the image ViT of a video config on the still images of its data (paper Sec. 3.4).
 
-    Takes the video model's --set/--preset; the image model keeps its transformer and patch size, with one
-    frame. Then initialise video models from it with --set model.init_from=<this workdir>.
-    """
+    Takes the video model's --set/--preset; the image model keeps its transformer and patch size, with one frame. Then initialise video models from it with --set model.init_from=<this workdir>.
+    """  # noqa: E501 - typer rewraps each paragraph itself
     from vivit_cli import config
     from vivit_cli.train import loop
 
