@@ -34,26 +34,29 @@ def mfu(clips_per_s: float, flops_per_clip: float, peak_flops: float) -> float:
     return clips_per_s * flops_per_clip / peak_flops
 
 
-def _memory(compiled, device) -> tuple[int | None, str]:
-    """Peak bytes: the allocator's high-water mark where the device reports one (GPU/TPU), else XLA's buffer
-    assignment for the compiled program (CPU), which is what the program needs at its peak."""
+def _memory(compiled, device) -> dict[str, Any]:
+    """peak_memory_bytes: the allocator's high-water mark where the device reports one (GPU/TPU; it covers the
+    whole process so far), else XLA's buffer assignment for this program (CPU), which is what the program needs
+    at its peak. program_memory_bytes: always the latter, per program."""
+    program = None
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        m = None
+    if m is not None:
+        program = getattr(m, "peak_memory_in_bytes", 0) or (
+            m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+        program = int(program) or None
     stats = None
     try:
         stats = device.memory_stats()
     except Exception:  # noqa: BLE001 - some backends raise instead of returning None
         stats = None
     if stats and stats.get("peak_bytes_in_use"):
-        return int(stats["peak_bytes_in_use"]), "device allocator peak"
-    try:
-        m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001
-        return None, "unavailable"
-    if m is None:
-        return None, "unavailable"
-    peak = getattr(m, "peak_memory_in_bytes", 0) or 0
-    if not peak:
-        peak = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
-    return int(peak), "XLA buffer assignment"
+        return {"peak_memory_bytes": int(stats["peak_bytes_in_use"]), "peak_memory_source": "device allocator peak",
+                "program_memory_bytes": program}
+    return {"peak_memory_bytes": program, "peak_memory_source": "XLA buffer assignment" if program else "unavailable",
+            "program_memory_bytes": program}
 
 
 def _xla_flops(compiled) -> float | None:
@@ -221,8 +224,7 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
             "forward_mfu": mfu(1.0 / per_clip, fwd_flops, peak_flops),
         })
         if not train:
-            mem, mem_src = _memory(p._forward, device)
-            result.update(peak_memory_bytes=mem, peak_memory_source=mem_src, train_clips_per_s=None, mfu=None)
+            result.update(_memory(p._forward, device), train_clips_per_s=None, mfu=None)
 
     if train:
         step = p.train_step()
@@ -238,16 +240,14 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
         step_s = timing["median_s"]
         clips = batch / step_s
         loss = float(jax.device_get(step(state)[1]["loss"]))
-        mem, mem_src = _memory(p._train, device)
         result.update({
             "compile_seconds": p.compile_seconds,
             "train_step_ms": 1e3 * step_s, "train_step_ms_min": 1e3 * timing["min_s"],
             "train_clips_per_s": clips, "achieved_flops": clips * TRAIN_FLOPS_PER_FORWARD * fwd_flops,
             "mfu": mfu(clips, TRAIN_FLOPS_PER_FORWARD * fwd_flops, peak_flops),
-            "peak_memory_bytes": mem, "peak_memory_source": mem_src,
             "xla_train_flops_per_step": _xla_flops(p._train),
             "train_inner_steps": n_inner, "train_loss_finite": bool(np.isfinite(loss)),
-        })
+        }, **_memory(p._train, device))
     return result
 
 

@@ -89,7 +89,7 @@ class MultiHeadAttention(nn.Module):
             w = nn.Dropout(self.attention_dropout, deterministic=False)(w)
             out = jnp.einsum("bhqk,bkhd->bqhd", w, v)
         else:
-            out = jax.nn.dot_product_attention(q, k, v, scale=1.0)  # q is pre-scaled
+            out = fused_attention(q, k, v)
         return out.reshape(lead + (n, h, dh))
 
     def _attend_factorised(self, q, k, v, train):
@@ -107,6 +107,31 @@ class MultiHeadAttention(nn.Module):
         ot = ot.reshape(b, s, t, half, dh).transpose(0, 2, 1, 3, 4)
         os_ = self._attend(over_space(q), over_space(k), over_space(v), train).reshape(b, t, s, half, dh)
         return jnp.concatenate([ot, os_], axis=-2).reshape(b, n, h, dh)
+
+
+def attention_implementation(q) -> str | None:
+    """"cudnn" (the fused flash-attention kernel, never materialising [B, H, N, N]) where it applies: an NVIDIA
+    GPU, bf16/fp16 inputs, a head size cuDNN supports. Else None: JAX's XLA attention. VIVIT_ATTENTION=xla
+    forces the latter (a cuDNN too old for a shape fails at compile time, not at trace time)."""
+    import os
+
+    if os.environ.get("VIVIT_ATTENTION", "").lower() == "xla":
+        return None
+    dh = q.shape[-1]
+    if jax.default_backend() != "gpu" or q.dtype not in (jnp.bfloat16, jnp.float16) or dh % 8 or dh > 128:
+        return None
+    return "cudnn"
+
+
+def fused_attention(q, k, v):
+    """softmax(q k^T) v over [B, N, H, dh] (BTNH) inputs; q carries the 1/sqrt(dh) scale already."""
+    impl = attention_implementation(q)
+    if impl is not None:
+        try:
+            return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=impl)
+        except (NotImplementedError, RuntimeError, ValueError):  # trace-time refusal (cuDNN version, shape)
+            pass
+    return jax.nn.dot_product_attention(q, k, v, scale=1.0)
 
 
 class MlpBlock(nn.Module):
