@@ -221,7 +221,9 @@ def test_wandb_offline_run_is_readable_resumes_the_same_run_and_holds_no_key(tmp
     record = records[-1]
     logged = {row["_step"]: row for rec in records for row in rec["history"] if "loss" in row}
     local = {r["step"]: r for r in map(json.loads, (wd / "metrics.jsonl").read_text().splitlines()) if "loss" in r}
-    for step in (2, 10, 30):
+    # Steps logged after the resume (a kill -9 may lose what wandb had not flushed: the local files are the
+    # source of truth).
+    for step in (20, 30):
         assert logged[step]["loss"] == pytest.approx(local[step]["loss"])
     assert record["summary"]["top1"] == pytest.approx(s["top1"])
     train_cfg = record["config"]["train"]
