@@ -282,3 +282,12 @@ def test_pretrain_image_then_init_a_video_model_from_it(tmp_path):
     assert not np.any(kernel[0])
     s = loop.run(video_cfg, tmp_path / "video")
     assert s["status"] == "done" and s["num_classes"] == 12
+
+
+def test_periodic_eval_writes_top1_into_the_metrics(tmp_path):
+    s = h.run_synthetic(tmp_path / "ev", ["train.eval_every=4", "run.log_every=3"])
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = {r["step"]: r["top1"] for r in rows if "top1" in r and "loss" in r}
+    assert sorted(evaluated) == [4] and 0.0 <= evaluated[4] <= 1.0
+    assert [r["step"] for r in rows if "loss" in r] == [3, 4, 6, 8]
+    assert rows[-1]["top1"] == s["top1"]
