@@ -7,14 +7,12 @@ really kill (-9) or terminate a training process and check the resumed run match
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

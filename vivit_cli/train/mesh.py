@@ -25,7 +25,8 @@ def make_mesh(model_axis: int = 1) -> Mesh:
         raise VivitError(f"train.mesh_model={model_axis} does not divide the {devices.size} devices")
     if jax.local_device_count() % model_axis:
         # A model group spanning processes would make each process feed partial rows of the batch.
-        raise VivitError(f"train.mesh_model={model_axis} must divide the {jax.local_device_count()} devices per process")
+        raise VivitError(f"train.mesh_model={model_axis} must divide the {jax.local_device_count()} devices "
+                         "per process")
     return Mesh(devices.reshape(devices.size // model_axis, model_axis), ("data", "model"))
 
 

@@ -10,7 +10,7 @@ Environment variables (read once, by `setup()`):
                          slice, the sweep's fake-TPU backend, or any cluster JAX cannot auto-detect.
   VIVIT_JAX_INIT=1       `jax.distributed.initialize()` with auto-detection (Cloud TPU slices, SLURM). Not the
                          default because it fails on a plain single-host machine.
-  VIVIT_NUM_CPU_DEVICES  N fake CPU devices in this process (same as XLA_FLAGS=--xla_force_host_platform_device_count=N).
+  VIVIT_NUM_CPU_DEVICES  N fake CPU devices in this process (as XLA_FLAGS=--xla_force_host_platform_device_count=N).
   VIVIT_INIT_TIMEOUT     seconds to wait for the other processes to join (default 120).
   VIVIT_CACHE            cache root (default ~/.cache/vivit-cli); compiled programs go to $VIVIT_CACHE/jax.
   VIVIT_COMPILE_CACHE=0  turns the persistent compilation cache off.
