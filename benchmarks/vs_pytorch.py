@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import vivit_cli  # noqa: E402,F401 - first: applies the project's XLA CPU flags before JAX starts its backend
 
 SIZES = {
     # name: (config overrides, target ratio of our train clips/s over PyTorch's, MFU target or None)
