@@ -50,7 +50,7 @@ def test_generator_is_deterministic_and_seeded():
 
 
 def test_generator_uses_every_class_and_moves():
-    for task, k in (("motion", 12), ("appearance", 10)):
+    for task, k in (("motion", 8), ("appearance", 10)):
         v, lab = embedded.generate(task, "train", count=300)
         counts = np.bincount(lab, minlength=k)
         assert len(counts) == k and counts.min() > 8, counts
@@ -59,19 +59,27 @@ def test_generator_uses_every_class_and_moves():
         assert 3 < diff < 40
 
 
+def test_motion_clips_are_one_clip_long_and_move_every_frame(monkeypatch):
+    monkeypatch.setattr(embedded, "SPLIT_SIZES", {"train": 16, "val": 8, "test": 8})
+    src = sources.open_source("embedded:motion", frames=8)
+    reader = src.split("train").reader(0)
+    assert reader.num_frames == 8  # no temporal offset: the turn stays near the middle
+    v = np.stack([src.split("train").reader(i).frames(np.arange(8)) for i in range(16)]).astype(np.float32)
+    step = np.abs(np.diff(v, axis=1)).mean(axis=(0, 2, 3, 4))
+    assert (step > 0.5 * step.mean()).all()  # every frame-to-frame step moves the target
+
+
 def test_motion_order_is_not_in_the_bag_of_frames():
-    """A nearest-centroid classifier on time-averaged clips cannot tell a-then-b from b-then-a."""
-    v, lab = embedded.generate("motion", "train", count=1500)
-    vt, lt = embedded.generate("motion", "val", count=400)
+    """A nearest-centroid classifier on time-averaged clips cannot tell which actor moved first."""
+    g = embedded.Geometry(frames=8)
+    v, lab = embedded.generate("motion", "train", count=1500, geometry=g)
+    vt, lt = embedded.generate("motion", "val", count=400, geometry=g)
+    first, first_t = lab // 4, lt // 4  # 0: the disk moved first, 1: the square
     feats = v.astype(np.float32).mean(axis=1).reshape(len(v), -1)
     feats_t = vt.astype(np.float32).mean(axis=1).reshape(len(vt), -1)
-    names = embedded.MOTION_LABELS
-    reverse = np.array([names.index("-then-".join(reversed(n.split("-then-")))) for n in names])
-    centroids = np.stack([feats[lab == c].mean(0) for c in range(12)])
-    dist = ((feats_t[:, None] - centroids[None]) ** 2).sum(-1)
-    # among the two orders of the true pair, how often is the right one closer?
-    right = dist[np.arange(len(lt)), lt] < dist[np.arange(len(lt)), reverse[lt]]
-    assert right.mean() < 0.62
+    centroids = np.stack([feats[first == c].mean(0) for c in range(2)])
+    pred = ((feats_t[:, None] - centroids[None]) ** 2).sum(-1).argmin(-1)
+    assert 0.38 < (pred == first_t).mean() < 0.62
 
 
 def test_cache_is_reused(tmp_path, monkeypatch):
@@ -90,8 +98,8 @@ def test_cache_is_reused(tmp_path, monkeypatch):
 def test_embedded_source_and_flip_default(monkeypatch):
     monkeypatch.setattr(embedded, "SPLIT_SIZES", {"train": 32, "val": 8, "test": 8})
     src = sources.open_source("embedded:motion:3", frames=8)
-    assert src.num_classes == 12 and src.num_examples("train") == 32 and src.num_examples("validation") == 8
-    assert src.label_names[0] == "right-then-left"
+    assert src.num_classes == 8 and src.num_examples("train") == 32 and src.num_examples("validation") == 8
+    assert src.label_names[0] == "disk-right-then-square"
     assert pipeline.clip_spec(_cfg("embedded:motion")).flip is False
     assert pipeline.clip_spec(_cfg("embedded:appearance")).flip is True
     assert pipeline.clip_spec(_cfg("embedded:motion", data__flip="true")).flip is True

@@ -2,18 +2,19 @@
 
 Two tasks mirror the paper's two kinds of benchmark:
 
-- `appearance` (like Kinetics): the label is the identity of the large digit in the clip. Smaller
-  distractor digits of other classes drift around it, over a textured background with noise. One
-  frame is enough in principle.
-- `motion` (like Something-Something v2): one digit (its identity is irrelevant) moves in direction
-  d1 for a few frames, then turns and moves in direction d2. The label is the ordered pair
-  (d1, d2), 12 classes. Each 2-frame tubelet sees only one direction, and a bag of tubelets holds
-  the same two directions for "right-then-up" and "up-then-right", so a model without temporal
-  modelling can at best tell the unordered pair (50% of the ordered labels); a distractor digit
-  moving straight in a random direction and noise keep joint attention below 100%.
+- `appearance` (like Kinetics): the label is the identity of the large digit in the clip. A smaller,
+  dimmer distractor digit of another class drifts around it, over a textured background with noise.
+  One frame is enough in principle.
+- `motion` (like Something-Something v2): two actors, a disk and a hollow square, in random colours.
+  One moves (up/down/left/right) while the other keeps still, then they swap: the label is which
+  actor moved first and in which direction (8 classes). The bag of frames or tubelets is the same for
+  "disk moves right, then square moves up" and "square moves up, then disk moves right": a model
+  without temporal modelling sees both movements but not their order, so it can at best reach 50%,
+  while the order is plain to one that relates the first half of the clip to the second.
 
-Clips are stored slightly larger than the default crop (36x36, 12 frames) so that random crops,
-scale jitter and temporal offsets are real augmentation. Everything is vectorised numpy; the arrays
+Clips are stored slightly larger than the default crop (36x36) so that random crops and scale jitter
+are real augmentation; appearance clips have 12 frames (temporal offsets), motion clips exactly one
+clip, so that the swap stays near the middle of what the model sees. Everything is vectorised numpy; the arrays
 are cached under `cache.cache_dir()` keyed by task, version, seed and geometry.
 """
 
@@ -27,13 +28,13 @@ import numpy as np
 from .cache import atomic_save_npy, cache_dir
 from .glyphs import GLYPH_NAMES, render_sprites
 
-VERSION = 1  # bump when the generator changes, so stale caches are not reused
+VERSION = 7  # bump when the generator changes, so stale caches are not reused
 SIZE = 36
 MIN_FRAMES = 12
 SPLIT_SIZES = {"train": 3000, "val": 500, "test": 500}
 TASKS = ("appearance", "motion")
 _DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
-MOTION_LABELS = tuple(f"{a}-then-{b}" for a in _DIRECTIONS for b in _DIRECTIONS if a != b)
+MOTION_LABELS = tuple(f"{a}-{d}-then-{b}" for a, b in (("disk", "square"), ("square", "disk")) for d in _DIRECTIONS)
 APPEARANCE_LABELS = tuple(f"digit-{g}" for g in GLYPH_NAMES)
 _PAD = 4  # canvas border: sprites may stick out of the frame by up to this many pixels
 _CHUNK = 128  # clips rendered at once: a float32 working set of ~35 MB stays in cache better
@@ -136,47 +137,58 @@ def _appearance_chunk(rng: np.random.Generator, n: int, g: Geometry) -> tuple[np
     labels = rng.integers(0, 10, n)
     frames = _canvas(rng, n, g)
     # Distractors first (behind): two small digits of other classes, moving faster.
-    for _ in range(2):
-        other = (labels + rng.integers(1, 10, n)) % 10
-        k = 10
-        sprites = render_sprites(other, k, rng, max_rotate=0.5)
-        path = _place(rng, _drift(rng, n, t, (0.5, 2.0)), k, s, margin=3)
-        _composite(frames, sprites, path[..., 0], path[..., 1], _bright_colours(rng, n),
-                   rng.uniform(0.5, 0.9, n))
-    k = 18
-    sprites = render_sprites(labels, k, rng, max_rotate=0.45, scale=(0.6, 0.95), shear=0.3)
-    path = _place(rng, _drift(rng, n, t, (0.0, 0.8)), k, s, margin=2)
-    _composite(frames, sprites, path[..., 0], path[..., 1], _bright_colours(rng, n), rng.uniform(0.6, 1.0, n))
-    return _finish(frames, rng, 0.08), labels.astype(np.int32)
+    other = (labels + rng.integers(1, 10, n)) % 10
+    k = 9
+    sprites = render_sprites(other, k, rng, max_rotate=0.5)
+    path = _place(rng, _drift(rng, n, t, (0.5, 2.0)), k, s, margin=3)
+    _composite(frames, sprites, path[..., 0], path[..., 1], _bright_colours(rng, n), rng.uniform(0.3, 0.6, n))
+    k = 22
+    sprites = render_sprites(labels, k, rng, max_rotate=0.3, scale=(0.75, 1.0), shear=0.2)
+    path = _place(rng, _drift(rng, n, t, (0.0, 0.6)), k, s, margin=1)
+    _composite(frames, sprites, path[..., 0], path[..., 1], _bright_colours(rng, n), rng.uniform(0.75, 1.0, n))
+    return _finish(frames, rng, 0.06), labels.astype(np.int32)
+
+
+def _shape_sprites(n: int, k: int, shape: str) -> np.ndarray:
+    """[n, k, k] masks of a filled disk or a hollow square (the two actors of the motion task)."""
+    c = (np.arange(k) - (k - 1) / 2)
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    if shape == "disk":
+        mask = np.clip(k / 2 - np.sqrt(yy ** 2 + xx ** 2), 0, 1)
+    else:
+        edge = np.maximum(np.abs(yy), np.abs(xx))
+        mask = ((edge <= (k - 1) / 2) & (edge >= (k - 1) / 2 - 2)).astype(np.float32)
+    return np.broadcast_to(mask.astype(np.float32), (n, k, k))
 
 
 def _motion_chunk(rng: np.random.Generator, n: int, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
     t, s = g.frames, g.size
     labels = rng.integers(0, len(MOTION_LABELS), n)
     dirs = np.array(list(_DIRECTIONS.values()), np.float32)
-    pairs = np.array([(a, b) for a in range(4) for b in range(4) if a != b])
-    d1, d2 = dirs[pairs[labels, 0]], dirs[pairs[labels, 1]]
-    # The turn happens after a random number of steps, symmetric around the middle, so that how
-    # many frames move each way says nothing about which way came first.
+    disk_first = labels < 4
+    first_dir = dirs[labels % 4]
+    other_dir = dirs[rng.integers(0, 4, n)]
+    # The first actor moves for the first half of the clip while the other keeps still, then they
+    # swap. The split is at a random step symmetric around the middle, so how long each actor moves
+    # says nothing about which moved first.
     steps = t - 1
-    half = steps // 2
-    turn = rng.integers(half - 1, steps - half + 2, n)  # steps taken in direction d1
-    speed = rng.uniform(1.0, 1.6, n).astype(np.float32)
-    idx = np.arange(steps)[None, :]
-    step_vec = np.where((idx < turn[:, None])[..., None], d1[:, None, :], d2[:, None, :]) * speed[:, None, None]
-    path = np.concatenate([np.zeros((n, 1, 2), np.float32), np.cumsum(step_vec, axis=1)], axis=1)
-    path = path + rng.normal(0, 0.3, path.shape)  # jitter: rounding alone would make motion too regular
+    turn = rng.integers(steps // 2, steps - steps // 2 + 1, n)
+    speed = rng.uniform(2.0, 3.0, n).astype(np.float32)
+    idx = np.arange(steps)[None, :, None]
+    early = (idx < turn[:, None, None]).astype(np.float32)
+    first_path = np.cumsum(early * first_dir[:, None, :] * speed[:, None, None], axis=1)
+    second_path = np.cumsum((1 - early) * other_dir[:, None, :] * speed[:, None, None], axis=1)
+    zero = np.zeros((n, 1, 2), np.float32)
+    first_path = np.concatenate([zero, first_path], 1)
+    second_path = np.concatenate([zero, second_path], 1)
+    disk_path = np.where(disk_first[:, None, None], first_path, second_path)
+    square_path = np.where(disk_first[:, None, None], second_path, first_path)
     frames = _canvas(rng, n, g)
-    # The distractor: another digit moving straight, in any direction, behind the target.
-    k = 9
-    sprites = render_sprites(rng.integers(0, 10, n), k, rng)
-    dpath = _place(rng, _drift(rng, n, t, (0.5, 1.6)), k, s, margin=2)
-    _composite(frames, sprites, dpath[..., 0], dpath[..., 1], _bright_colours(rng, n), rng.uniform(0.4, 0.8, n))
     k = 11
-    sprites = render_sprites(rng.integers(0, 10, n), k, rng)
-    path = _place(rng, path, k, s)
-    _composite(frames, sprites, path[..., 0], path[..., 1], _bright_colours(rng, n))
-    return _finish(frames, rng, 0.08), labels.astype(np.int32)
+    for shape, path in (("square", square_path), ("disk", disk_path)):
+        path = _place(rng, path + rng.normal(0, 0.3, path.shape), k, s)
+        _composite(frames, _shape_sprites(n, k, shape), path[..., 0], path[..., 1], _bright_colours(rng, n))
+    return _finish(frames, rng, 0.05), labels.astype(np.int32)
 
 
 def generate(task: str, split: str, *, seed: int = 0, geometry: Geometry = Geometry(),

@@ -157,8 +157,11 @@ def _embedded(arg: str, frames_needed: int) -> Source:
         seed = int(seed_text or 0)
     except ValueError:
         raise VivitError(f"data.source=embedded:{arg}: the seed after the task must be an integer") from None
-    # Longer clips are generated (and cached separately) when the config asks for more frames.
-    geometry = embedded.Geometry(frames=max(embedded.MIN_FRAMES, frames_needed + 4))
+    # Longer clips are generated (and cached separately) when the config asks for more frames. Motion
+    # clips are exactly one clip long: with a temporal offset the turn could sit at the edge of the
+    # clip, where one of the two directions is barely seen.
+    frames = frames_needed if task == "motion" else max(embedded.MIN_FRAMES, frames_needed + 4)
+    geometry = embedded.Geometry(frames=frames)
     splits = {}
     for name in embedded.SPLIT_SIZES:
         _, labels = embedded.load(task, name, seed=seed, geometry=geometry)
