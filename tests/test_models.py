@@ -242,3 +242,19 @@ def test_describe_cli_json(cli):
     assert info["variant"] == "factorised_encoder" and info["tokens"] == 3136
     assert isinstance(info["params"], int) and abs(info["params"] / 1e6 - 115.1) < 1.0
     assert isinstance(info["gflops"], float)
+
+
+@pytest.mark.parametrize("variant", ["spatio_temporal", "factorised_self_attention"])
+def test_remat_gives_the_same_gradients(variant):
+    sets = SMALL + [f"model.variant={variant}", "model.stochastic_depth=0.1"]
+    x = jax.random.normal(jax.random.key(2), (2, 8, 16, 16, 3))
+    grads = []
+    for remat in ("false", "true"):
+        cfg = config.build(sets + [f"model.remat={remat}"])
+        model = models.build_model(cfg, 5)
+        params = _perturb(models.init_params(cfg, 5, jax.random.key(0)), jax.random.key(1))
+        loss = lambda p: model.apply({"params": p}, x, train=True,  # noqa: E731
+                                     rngs={"dropout": jax.random.key(3)}).sum()
+        grads.append(jax.jit(jax.grad(loss))(params))
+    for a, b in zip(jax.tree_util.tree_leaves(grads[0]), jax.tree_util.tree_leaves(grads[1])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

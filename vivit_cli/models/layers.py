@@ -173,7 +173,7 @@ class EncoderBlock(nn.Module):
     factorised: tuple[int, int] | None = None
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, train: bool = False):  # positional: nn.remat marks it static
         y = layer_norm("LayerNorm_0", self.dtype)(x)
         y = MultiHeadAttention(self.num_heads, self.dtype, self.attention_dropout, factorised=self.factorised,
                                name="MultiHeadDotProductAttention_0")(y, train=train)
@@ -202,7 +202,7 @@ class FactorisedSelfAttentionBlock(nn.Module):
     temporal_zero_init: bool = True
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, train: bool = False):  # positional: nn.remat marks it static
         b, n, d = x.shape
         t, s = self.grid
         for axis in self.order.split("_"):
@@ -243,7 +243,7 @@ class Encoder(nn.Module):
         x = AddPositionEmbs(name="posembed_input")(x)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         for i in range(self.layers):
-            x = self.make_block(i, f"encoderblock_{i}")(x, train=train)
+            x = self.make_block(i, f"encoderblock_{i}")(x, train)
         return layer_norm("encoder_norm", self.dtype)(x)
 
 

@@ -80,7 +80,8 @@ class ViViT(nn.Module):
     remat: bool = False
 
     def _block_cls(self, cls):
-        return nn.remat(cls, static_argnums=()) if self.remat else cls
+        # Gradient checkpointing per block; `train` (argument 2, counting self) picks Python branches.
+        return nn.remat(cls, static_argnums=(2,)) if self.remat else cls
 
     def _encoder(self, name, layers, factorised=None, grid=None):
         def make_block(i, block_name):
