@@ -48,7 +48,8 @@ class _Skips:
         if len(self.failed) > max(1, self.max_fraction * len(self.split)):
             where = self.split.where(index)
             raise VivitError(f"{where}: {problem} ({len(self.failed)} of {len(self.split)} clips in split "
-                             f"{self.split.name} failed to decode, more than data.max_skip_fraction={self.max_fraction})")
+                             f"{self.split.name} failed to decode, more than "
+                             f"data.max_skip_fraction={self.max_fraction})")
 
 
 class TrainMap:
