@@ -199,6 +199,19 @@ def test_train_shards_are_disjoint_and_cover_everything(tmp_path):
         pipeline.train_iterator(cfg, batch_size=4, shard_index=3, shard_count=3)
 
 
+def test_global_batch_does_not_depend_on_the_process_count(tmp_path):
+    """Two processes' local batches, stacked in process order, are the one-process batch: same clips, same
+    augmentation, so a multi-host run follows the single-process loss curve."""
+    cfg = _cfg(_npy_source(tmp_path), data__frames=2, data__crop=8, data__color_jitter=0.8)
+    single = pipeline.train_iterator(cfg, batch_size=6, seed=3)
+    shards = [pipeline.train_iterator(cfg, batch_size=3, seed=3, shard_index=p, shard_count=2) for p in range(2)]
+    for _ in range(6):  # crosses an epoch boundary (24 clips, global batch 6)
+        whole = next(single)
+        parts = [next(it) for it in shards]
+        np.testing.assert_array_equal(np.concatenate([p["label"] for p in parts]), whole["label"])
+        np.testing.assert_array_equal(np.concatenate([p["video"] for p in parts]), whole["video"])
+
+
 def test_eval_iterator_views_padding_and_sharding(tmp_path):
     cfg = _cfg(_npy_source(tmp_path, n=22, frames=20, size=24), data__frames=4, data__stride=2, data__crop=16)
     indices = []

@@ -1,12 +1,14 @@
 """The grain input pipeline: deterministic, resumable, sharded train and eval iterators.
 
-Train: indices of this process's shard -> per-epoch shuffle -> repeat forever -> per-example random
-map (decode + crop + augment, with an RNG derived by grain from the seed and the element's position,
-so the result does not depend on worker count or timing) -> batch. Eval: every example of this
+Train: a global stream of per-epoch permutations, cut into global batches of which each process reads its
+own rows (`GlobalOrder`) -> per-example map (decode + crop + augment, with an RNG from the seed and the
+global position, so the result depends on neither worker count, timing nor process count) -> batch. Eval: every example of this
 process's shard once, in order, as T x S views, padded to full batches with mask=False rows.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -81,6 +83,44 @@ def _is_kept(x) -> bool:
     return x is not None
 
 
+class GlobalOrder:
+    """The k-th example of this process's stream: (example index, position in the global stream).
+
+    The global stream is every epoch's permutation (from the seed) laid end to end, cut into global batches
+    of `batch_size x shard_count`; process p reads rows [p*b, (p+1)*b) of each. So the global batch, and the
+    loss curve, is the same on one process as on many, and every example is read by exactly one process.
+    """
+
+    def __init__(self, n: int, seed: int, batch_size: int, shard_index: int, shard_count: int):
+        self.n, self.seed, self.b, self.p, self.count = n, seed, batch_size, shard_index, shard_count
+        self._epoch, self._perm = -1, None
+
+    def __len__(self) -> int:
+        return sys.maxsize  # an endless stream; grain only ever asks for the next position
+
+    def global_position(self, k: int) -> int:
+        return (k // self.b) * self.b * self.count + self.p * self.b + k % self.b
+
+    def __getitem__(self, k: int) -> tuple[int, int]:
+        g = self.global_position(int(k))
+        epoch, i = divmod(g, self.n)
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return int(self._perm[i]), g
+
+
+class _PositionalMap:
+    """Runs a (index, rng) map with an RNG drawn from the seed and the *global* position, so augmentation
+    does not depend on the process count either."""
+
+    def __init__(self, fn, seed: int):
+        self.fn, self.seed = fn, seed
+
+    def __call__(self, item):
+        index, g = item
+        return self.fn(index, np.random.default_rng([self.seed, g]))
+
+
 class TrainIterator:
     """Infinite iterator of {"video", "label"} batches with get_state()/set_state() (JSON-able dicts)."""
 
@@ -124,12 +164,12 @@ def train_iterator(cfg, *, batch_size: int, shard_index: int = 0, shard_count: i
     src = source or open_source(cfg)
     split = src.split(cfg.data.train_split)
     seed = cfg.train.seed if seed is None else seed
-    if len(split) < shard_count:
-        raise VivitError(f"{src.spec}: split {split.name} has {len(split)} clips, fewer than {shard_count} shards")
-    # Shard before shuffling: every process sees its own disjoint slice each epoch.
-    ds = grain.MapDataset.range(len(split))[shard_index::shard_count]
-    ds = ds.shuffle(seed=seed).repeat()
-    ds = ds.random_map(TrainMap(split, clip_spec(cfg), cfg.data.max_skip_fraction), seed=seed + 1)
+    if len(split) < shard_count * batch_size:
+        raise VivitError(f"{src.spec}: split {split.name} has {len(split)} clips, fewer than one global batch "
+                         f"({shard_count} x {batch_size})")
+    order = GlobalOrder(len(split), seed, batch_size, shard_index, shard_count)
+    ds = grain.MapDataset.source(order).map(_PositionalMap(TrainMap(split, clip_spec(cfg), cfg.data.max_skip_fraction),
+                                                            seed + 1))
     it = ds.to_iter_dataset().filter(_is_kept).batch(batch_size, drop_remainder=True)
     if cfg.data.workers > 0:
         _mark_absl_parsed()
