@@ -31,14 +31,10 @@ def _coerce(key: str, raw: Any, typ: Any) -> Any:
             return None
         return _coerce(key, raw, args[0])
     if typ is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise VivitError(f"{key}: expected true or false, got {raw!r}")
+        value = parse_bool(raw)
+        if value is None:
+            raise VivitError(f"{key}: expected true or false, got {raw!r}")
+        return value
     if typ is int:
         if isinstance(raw, bool):
             raise VivitError(f"{key}: expected an integer, got {raw!r}")
@@ -54,6 +50,18 @@ def _coerce(key: str, raw: Any, typ: Any) -> Any:
         except (TypeError, ValueError):
             raise VivitError(f"{key}: expected a number, got {raw!r}") from None
     return str(raw)
+
+
+def parse_bool(raw: Any) -> bool | None:
+    """true/false, yes/no, on/off, 1/0 (any case) -> bool; anything else -> None."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    return None
 
 
 def parse_sets(sets: Iterable[str]) -> dict[str, str]:

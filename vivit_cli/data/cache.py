@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from vivit_cli.io import atomic_write
 
 
 def cache_dir() -> Path:
@@ -18,19 +19,6 @@ def cache_dir() -> Path:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """np.save through a temp file in the same folder and os.replace: concurrent runs that generate
-    the same data at once each write a whole file, and a reader never sees half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """np.save, atomically: concurrent runs that generate the same data at once each write a whole file,
+    and a reader never sees half of one."""
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))

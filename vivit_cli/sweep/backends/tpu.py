@@ -42,12 +42,12 @@ WAITING_STATES = ("ACCEPTED", "WAITING_FOR_RESOURCES", "PROVISIONING", "CREATING
 
 
 def _bool(key: str, value: str) -> bool:
-    v = str(value).lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise VivitError(f"--backend-opt {key}={value!r}: expected true or false")
+    from vivit_cli.config.core import parse_bool
+
+    parsed = parse_bool(value)
+    if parsed is None:
+        raise VivitError(f"--backend-opt {key}={value!r}: expected true or false")
+    return parsed
 
 
 def _number(key: str, value: str) -> float:
