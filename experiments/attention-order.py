@@ -8,12 +8,14 @@ both cells run on both tasks. The space-then-time cells are shared with model-va
 """
 
 from vivit_cli.report import tables as T
-from vivit_cli.sweep.grid import product, sweep, tasks
+from vivit_cli.sweep.grid import IMAGE_VIT, fixed, product, sweep, tasks
 
 TABLE = "attention-order"
-BASE = {"model.variant": "factorised_self_attention"}
+# Both attentions start from the image ViT's (the temporal one's output at zero); the base task only picks
+# that ViT (model-variants' one), every cell sets its own task.
+BASE = {"model.variant": "factorised_self_attention", "data.source": "embedded:appearance"}
 
 
 def cells(base, preset):
     orders = sweep("model.attention_order", list(T.ATTENTION_ORDER_ROWS), row=T.ATTENTION_ORDER_ROWS.get)
-    return product(orders, tasks(preset))
+    return product(fixed({"model.init_from": IMAGE_VIT}), orders, tasks(preset))

@@ -72,8 +72,8 @@ def test_conditional_axis_and_errors():
 
 # ---- the grid files ------------------------------------------------------------------------------------
 
-EXPECTED = {"embed-ablation": (4, 1), "model-variants": (10, 0), "temporal-layers": (5, 0),
-            "attention-order": (4, 0), "tubelet-size": (12, 0), "regularisation": (6, 1)}
+EXPECTED = {"embed-ablation": (4, 1), "model-variants": (10, 1), "temporal-layers": (5, 1),
+            "attention-order": (4, 1), "tubelet-size": (12, 1), "regularisation": (6, 1)}
 
 
 def test_every_paper_grid_exists_with_lean_cell_counts():
@@ -259,7 +259,8 @@ def test_states_from_the_run_store(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         r = vivit("sweep", "attention-order", "--preset", "smoke", "--dry-run", "--json", "--results", str(results))
-        states = {c["run_id"]: (c["state"], c["error"]) for c in json.loads(r.stdout)["cells"]}
+        states = {c["run_id"]: (c["state"], c["error"]) for c in json.loads(r.stdout)["cells"]
+                  if c["kind"] == "train"}  # the image-ViT dependency is simply new here
         assert states == {done.run_id: ("done", None), failed.run_id: ("failed", "loss became nan"),
                           partial.run_id: ("partial", None), running.run_id: ("running", None)}
         # Another grid whose cell is this done run: shown as shared, linked in by the next sweep.

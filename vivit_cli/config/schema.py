@@ -83,12 +83,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: str = "adamw"  # paper: sgd with momentum 0.9
-    lr: float = 1e-3  # paper: 0.1 (K400) ... 0.5 (EK), batch 64
+    # The paper's optimizer. On the embedded data AdamW at 1e-3 left the factorised encoder stuck at chance on
+    # the motion task while SGD trained every variant; lr and steps are sized for ~30 s runs on 2 CPU cores.
+    optimizer: str = "sgd"  # paper: sgd with momentum 0.9
+    lr: float = 0.05  # paper: 0.1 (K400) ... 0.5 (EK), batch 64
     momentum: float = 0.9
-    weight_decay: float = 0.05
-    warmup_steps: int = 50  # paper: 2.5 epochs of linear warmup, then cosine
-    steps: int = 600
+    weight_decay: float = 0.0  # paper: none (Scenic's l2_decay_factor 0)
+    warmup_steps: int = 30  # paper: 2.5 epochs of linear warmup, then cosine
+    steps: int = 300
     batch_size: int = 32
     grad_clip: float = 1.0  # max global norm, as Scenic
     label_smoothing: float = 0.0  # paper EK: 0.2
