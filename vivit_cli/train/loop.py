@@ -96,6 +96,22 @@ def run(cfg, workdir: str | Path, *, task=None) -> dict[str, Any]:
     return summary
 
 
+def _forward_ms_per_clip(eval_step, params, batch, views: int, repeats: int = 3) -> float | None:
+    """Inference time per clip (the paper's runtime column): the compiled eval step on a device-resident
+    batch, median of a few calls after the eval loop has warmed it up."""
+    import jax
+
+    if batch is None:
+        return None
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(eval_step(params, batch))
+        times.append(time.perf_counter() - t)
+    clips = batch["video"].shape[0] * views
+    return round(1000.0 * float(np.median(times)) / clips, 4)
+
+
 def _base_summary(cfg, run_id: str, task) -> dict[str, Any]:
     from vivit_cli import config
 
@@ -229,17 +245,18 @@ def _train(cfg, workdir: Path, task, run_id: str) -> dict[str, Any]:
         frames = 1 if task.kind == "image" else cfg.data.frames
         shape = (local_batch, 1 if task.kind == "image" else views[0] * views[1], frames, cfg.data.crop,
                  cfg.data.crop, 3)
-        sums = []
+        sums, batch = [], None
         for _ in range(n_batches):
             b = next(it, None)
             if b is None:  # this process's shard is exhausted; the others may still have clips
                 b = {"video": np.zeros(shape, np.float32), "label": np.zeros(local_batch, np.int32),
                      "mask": np.zeros(local_batch, bool)}
-            sums.append(eval_step(params, mesh_lib.global_batch(
-                {"video": b["video"], "label": b["label"], "mask": b["mask"]}, bsh)))
+            batch = mesh_lib.global_batch({"video": b["video"], "label": b["label"], "mask": b["mask"]}, bsh)
+            sums.append(eval_step(params, batch))
         totals = {k: float(sum(float(s[k]) for s in sums)) for k in ("top1", "top5", "count")}
         count = max(totals["count"], 1.0)
-        return {"top1": totals["top1"] / count, "top5": totals["top5"] / count, "videos": int(totals["count"])}
+        return {"top1": totals["top1"] / count, "top5": totals["top5"] / count, "videos": int(totals["count"]),
+                "forward_ms_per_clip": _forward_ms_per_clip(eval_step, params, batch, shape[1])}
 
     # ---- Logging -----------------------------------------------------------------------------------
     metrics_log = MetricsLog(workdir / "metrics.jsonl", resume_step=start, enabled=main)
@@ -339,7 +356,7 @@ def _train(cfg, workdir: Path, task, run_id: str) -> dict[str, Any]:
             "compile_seconds": None if compile_seconds is None else round(compile_seconds, 3),
             "clips_per_s": round(steps_timed * cfg.train.batch_size / max(sum(t for _, t in throughput), 1e-9), 2)
             if steps_timed else None,
-            "final_loss": None,
+            "final_loss": None, "forward_ms_per_clip": ev["forward_ms_per_clip"],
         }
         last = _last_record(workdir / "metrics.jsonl") if main else None
         if last:
