@@ -18,7 +18,7 @@ import pytest
 from vivit_cli.errors import VivitError
 
 ROOT = Path(__file__).resolve().parents[1]
-GEOMETRY = ["data.frames=4", "data.crop=16", "model.tubelet=2x8x8", "train.steps=4", "run.checkpoint_every=2"]
+GEOMETRY = ["data.source=embedded:appearance", "data.frames=4", "data.crop=16", "model.tubelet=2x8x8", "train.steps=4", "run.checkpoint_every=2"]
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
     from vivit_cli import config, train
 
     workdir = tmp_path_factory.mktemp("eval") / "run"
-    cfg = config.build(GEOMETRY, preset="smoke")  # embedded:motion, 12 classes
+    cfg = config.build(GEOMETRY, preset="smoke")  # embedded:appearance: 10 classes, clips long enough for 2x1
     summary = train.run(cfg, workdir)
     assert summary["status"] == "done"
     return workdir
@@ -85,7 +85,7 @@ def test_multiview_equals_hand_computed_average_of_view_logits(run_dir, tmp_path
 
     rng = np.random.default_rng(0)
     videos = rng.integers(0, 256, (7, 12, 16, 24, 3), dtype=np.uint8)  # wider than tall: 3 distinct crops
-    labels = np.array([0, 3, 5, 7, 9, 11, 2], np.int32)  # label 11 present: 12 classes, as the model
+    labels = np.array([0, 3, 5, 7, 8, 9, 2], np.int32)  # label 9 present: 10 classes, as the model
     np.save(tmp_path / "test_video.npy", videos)
     np.save(tmp_path / "test_label.npy", labels)
     run = evaluate_checkpoint(run_dir, data=f"npy:{tmp_path}", split="test", views="2x3",
@@ -172,7 +172,7 @@ def test_eval_on_two_processes_equals_eval_on_one(run_dir, tmp_path):
     np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-5)
 
 
-def _write_videos(root: Path, n_classes: int = 12) -> list[Path]:
+def _write_videos(root: Path, n_classes: int = 10) -> list[Path]:
     from vivit_cli.data.video import write_video
 
     rng = np.random.default_rng(1)
@@ -192,7 +192,7 @@ def _write_videos(root: Path, n_classes: int = 12) -> list[Path]:
 
 def test_predict_on_video_files_matches_eval_on_the_same_clips(run_dir, tmp_path, capsys):
     from vivit_cli import data
-    from vivit_cli.data.embedded import MOTION_LABELS
+    from vivit_cli.data.embedded import APPEARANCE_LABELS
     from vivit_cli.eval import evaluate_checkpoint, restore
     from vivit_cli.eval.predict import predict_videos
 
@@ -200,7 +200,7 @@ def test_predict_on_video_files_matches_eval_on_the_same_clips(run_dir, tmp_path
     spec = f"folder:{tmp_path / 'videos'}"
     run = evaluate_checkpoint(run_dir, data=spec, split="test", views="1x1", save_logits=str(tmp_path / "e.npz"),
                               write_json=False)
-    assert run.entry["videos"] == 12
+    assert run.entry["videos"] == 10
     saved = np.load(tmp_path / "e.npz")
     r = restore.load(run_dir)
     order = data.open_source(restore.with_source(r.cfg, spec)).split("test").paths
@@ -218,7 +218,7 @@ def test_predict_on_video_files_matches_eval_on_the_same_clips(run_dir, tmp_path
         probs = np.exp(z) / np.exp(z).sum()
         assert [t["index"] for t in p["top"]] == list(np.argsort(-probs, kind="stable")[:3])
         assert p["top"][0]["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
-        assert p["top"][0]["label"] == MOTION_LABELS[p["top"][0]["index"]]  # the run's data names the classes
+        assert p["top"][0]["label"] == APPEARANCE_LABELS[p["top"][0]["index"]]  # the run's data names the classes
     # multi-view: the same again with 2x2 views
     run = evaluate_checkpoint(run_dir, data=spec, split="test", views="2x2", save_logits=str(tmp_path / "e2.npz"),
                               write_json=False)
@@ -246,7 +246,7 @@ def test_predict_array_gives_the_models_exact_float32_logits(run_dir, tmp_path, 
                          tmp_path / "logits.npy", "--batch-size", "3")
     assert rc == 0, err
     logits = np.load(tmp_path / "logits.npy", allow_pickle=False)
-    assert logits.dtype == np.float32 and logits.shape == (3, 12)
+    assert logits.dtype == np.float32 and logits.shape == (3, 10)
     r = restore.load(run_dir)
     model = models.build_model(r.cfg, r.num_classes)
     direct = np.asarray(jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))(r.params, clips))
@@ -293,7 +293,7 @@ def test_bad_inputs_exit_2_with_one_line_and_touch_nothing(run_dir, tmp_path, ca
         (["eval", run_dir, "--views", "1x3"], "spatial crops"),
         (["eval", run_dir, "--views", "4by3"], "--views"),
         (["eval", run_dir, "--batch-size", "0"], "batch-size"),
-        (["eval", run_dir, "--data", "embedded:appearance"], "10 classes, the model has 12"),
+        (["eval", run_dir, "--data", "embedded:motion"], "8 classes, the model has 10"),
         (["eval", run_dir, "--save-logits", tmp_path / "no" / "dir" / "l.npz"], "does not exist"),
         (["eval", tmp_path / "missing"], "no such checkpoint"),
         (["eval", mismatch], "shape"),

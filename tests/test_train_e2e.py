@@ -239,7 +239,7 @@ def test_cli_trains_on_the_embedded_data_and_skips_a_finished_workdir(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout)
-    assert summary["status"] == "done" and summary["num_classes"] == 12
+    assert summary["status"] == "done" and summary["num_classes"] == 8
     assert summary == read_json(wd / "summary.json")
     r = subprocess.run(args, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0 and "already done" in r.stderr
@@ -279,7 +279,7 @@ def test_pretrain_image_then_init_a_video_model_from_it(tmp_path):
     assert kernel.shape[0] == 2 and np.array_equal(kernel[1], img_params["embedding"]["kernel"])
     assert not np.any(kernel[0])
     s = loop.run(video_cfg, tmp_path / "video")
-    assert s["status"] == "done" and s["num_classes"] == 12
+    assert s["status"] == "done" and s["num_classes"] == 8
 
 
 def test_periodic_eval_writes_top1_into_the_metrics(tmp_path):
