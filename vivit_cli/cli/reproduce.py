@@ -39,7 +39,7 @@ def reproduce_command(
         except typer.Exit as e:  # some cells failed: still print what exists, they show as failed
             failed = failed or e.exit_code != 0
     report_command(table=list(GRIDS), results=results, fmt=fmt, out=out, plot=None, spread="std", accuracy="top1",
-                   stamp=out is not None)
+                   stamp=out is not None and fmt in ("markdown", "latex"))
     if failed:
         raise typer.Exit(1)
 
