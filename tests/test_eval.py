@@ -13,6 +13,7 @@ from vivit_cli.eval import metrics
 from vivit_cli.eval.checks import check_clips_array, distinct_views
 from vivit_cli.eval.forward import round_batch
 from vivit_cli.eval.results import eval_key, merge_eval_json
+from vivit_cli.interop.tree import flatten
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -127,16 +128,9 @@ def _colour_model(folder, data_dir, num_classes=2):
     w = params["output_projection"]["kernel"]
     w[0, 0], w[1, 0], w[0, 1], w[1, 1] = 1.0, -1.0, -1.0, 1.0  # class 0 = red, class 1 = green
 
-    def flat(tree, prefix=""):
-        out = {}
-        for key, v in tree.items():
-            name = f"{prefix}/{key}" if prefix else key
-            out.update(flat(v, name) if isinstance(v, dict) else {name: v})
-        return out
-
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(config.to_json(cfg))
-    save_file(flat(params), str(folder / "params.safetensors"))
+    save_file(flatten(params), str(folder / "params.safetensors"))
     return cfg, params
 
 

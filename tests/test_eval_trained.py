@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from vivit_cli.errors import VivitError
+from vivit_cli.interop.tree import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 GEOMETRY = ["data.source=embedded:appearance", "data.frames=4", "data.crop=16", "model.tubelet=2x8x8", "train.steps=4", "run.checkpoint_every=2"]
@@ -269,9 +270,7 @@ def test_bad_inputs_exit_2_with_one_line_and_touch_nothing(run_dir, tmp_path, ca
     mismatch = tmp_path / "mismatch"
     mismatch.mkdir()
     (mismatch / "config.json").write_text(config.to_json(config.build(["model.hidden=48"], base=cfg)))
-    flat = {f"{a}/{b}": v for a, sub in params.items() if isinstance(sub, dict) for b, v in _flat(sub).items()}
-    flat.update({a: v for a, v in params.items() if not isinstance(v, dict)})
-    save_file(flat, str(mismatch / "params.safetensors"))
+    save_file(flatten(params), str(mismatch / "params.safetensors"))
     # a run whose every checkpoint step is damaged
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken)
@@ -322,12 +321,6 @@ def test_bad_inputs_exit_2_with_one_line_and_touch_nothing(run_dir, tmp_path, ca
     assert not out.exists()
 
 
-def _flat(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        name = f"{prefix}/{k}" if prefix else k
-        out.update(_flat(v, name) if isinstance(v, dict) else {name: v})
-    return out
 
 
 def test_restore_refuses_a_folder_that_is_no_checkpoint(tmp_path):

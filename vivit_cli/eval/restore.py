@@ -142,15 +142,10 @@ def _num_classes(cfg, params, where: Path) -> int:
             from None
 
 
-def _flat(tree, prefix: str = "") -> dict[str, tuple[int, ...]]:
-    out = {}
-    for k, v in tree.items():
-        name = f"{prefix}/{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flat(v, name))
-        else:
-            out[name] = tuple(getattr(v, "shape", ()))
-    return out
+def _flat(tree) -> dict[str, tuple[int, ...]]:
+    from vivit_cli.interop.tree import flatten
+
+    return {name: tuple(getattr(v, "shape", ())) for name, v in flatten(tree).items()}
 
 
 def check_params(cfg, params, num_classes: int, where: Path) -> None:
