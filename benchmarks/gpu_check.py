@@ -38,9 +38,9 @@ SMOKE = ["model.hidden=32", "model.layers=1", "model.heads=2", "model.mlp=64", "
          "model.tubelet=2x8x8", "model.temporal_layers=1", "train.precision=bfloat16"]
 
 
-def plan(batch: int, smoke: bool = False) -> list[dict]:
+def plan(batch: int, smoke: bool = False, big_batch: int = 0) -> list[dict]:
     """The items in order. `smoke` swaps every config for a tiny one (checks the script itself on a CPU)."""
-    items = _plan(batch)
+    items = _plan(batch, big_batch)
     if smoke:
         for it in items:
             it["sets"] = SMOKE + [s for s in it["sets"] if s.startswith("model.variant=")]
@@ -48,9 +48,12 @@ def plan(batch: int, smoke: bool = False) -> list[dict]:
     return items
 
 
-def _plan(batch: int) -> list[dict]:
+def _plan(batch: int, big_batch: int = 0) -> list[dict]:
     items = [{"name": "ViViT-B model 1", "sets": VIVIT_B + ["model.variant=spatio_temporal"], "train": True,
               "forward": True, "batch": batch}]
+    if big_batch and big_batch != batch:  # a GPU is under-fed at batch 8: the MFU target may need a bigger one
+        items.append({"name": f"ViViT-B model 1 (batch {big_batch})", "sets": VIVIT_B + ["model.variant=spatio_temporal"],
+                      "train": True, "forward": False, "batch": big_batch})
     for i, v in enumerate(VARIANTS[1:], start=2):
         items.append({"name": f"ViViT-B model {i} forward", "sets": VIVIT_B + [f"model.variant={v}"], "train": False,
                       "forward": True, "batch": batch})
@@ -80,7 +83,8 @@ def fmt(x, spec=".2f", none="-"):
     return none if x is None else format(x, spec)
 
 
-def render(env: dict, peaks: dict | None, results: list[dict], skipped: list[str], elapsed: float) -> str:
+def render(env: dict, peaks: dict | None, results: list[dict], skipped: list[str], elapsed: float,
+           probe: list[dict] | None = None) -> str:
     lines = ["## GPU check (`benchmarks/gpu_check.sh`)", "",
              f"- Date: {env['date']}; device: {', '.join(env['devices'])}; jax {env['jax']} (jaxlib {env.get('jaxlib')}), "
              f"flax {env.get('flax')}, optax {env.get('optax')}, Python {env['python']}",
@@ -99,11 +103,11 @@ def render(env: dict, peaks: dict | None, results: list[dict], skipped: list[str
             f"{fmt(m.get('compile_seconds') or m.get('forward_compile_seconds'), '.1f')} | "
             f"{fmt(None if mem is None else mem / 2**30, '.1f')} | {r.get('attention', '-')} | "
             f"{(r.get('error') or '').replace('|', '/')[:120]} |")
-    m1 = next((r for r in results if r["name"] == "ViViT-B model 1" and r.get("metrics")), None)
-    if m1 and m1["metrics"].get("mfu") is not None:
-        mfu = m1["metrics"]["mfu"]
-        lines += ["", f"ViViT-B model 1 training MFU: **{mfu:.3f}** of the bf16 peak (target >= {MFU_TARGET}: "
-                      f"{'met' if mfu >= MFU_TARGET else 'NOT met'})."]
+    for m1 in (r for r in results if r["name"].startswith("ViViT-B model 1") and r.get("metrics")):
+        mfu = m1["metrics"].get("mfu")
+        if mfu is not None:
+            lines += ["", f"ViViT-B model 1 training MFU at batch {m1['batch']}: **{mfu:.3f}** of the bf16 peak "
+                          f"(target >= {MFU_TARGET}: {'met' if mfu >= MFU_TARGET else 'NOT met'})."]
     fwd = {r["name"].split(" forward")[0]: r["metrics"]["forward_ms_per_clip"] for r in results
            if r.get("metrics") and r["metrics"].get("forward_ms_per_clip") is not None}
     if "ViViT-B model 1" in fwd:
@@ -112,6 +116,9 @@ def render(env: dict, peaks: dict | None, results: list[dict], skipped: list[str
         lines += ["", f"Forward latency relative to model 1 (ViViT-B, 32x224x224): {ratios}."]
     if skipped:
         lines += ["", "Skipped for lack of time: " + ", ".join(skipped) + "."]
+    if probe:
+        lines += ["", "cuDNN fused-attention probe (VIVIT_ATTENTION=cudnn: a refusal is an error, not a fall back):", ""]
+        lines += [f"- {row.pop('case', '?')}: " + ", ".join(f"{k}={v}" for k, v in row.items()) for row in map(dict, probe)]
     return "\n".join(lines) + "\n"
 
 
@@ -151,11 +158,83 @@ def run_item(item: dict, peaks: dict, repeats: int) -> dict:
     return rec
 
 
+def _hlo_facts(compiled) -> dict:
+    """How many cuDNN fused-attention calls (forward / backward) the compiled program holds, and its memory."""
+    text = compiled.as_text()
+    facts = {"cudnn_fmha_calls": text.count('custom_call_target="__cudnn$fmha'),
+             "cudnn_fmha_backward_calls": text.count("Backward")}
+    try:
+        m = compiled.memory_analysis()
+        facts["temp_gib"] = round(m.temp_size_in_bytes / 2**30, 2)
+    except Exception:  # noqa: BLE001
+        pass
+    return facts
+
+
+def _fits(results: list[dict], batch: int) -> bool:
+    """Would model 1's train step fit at `batch`, scaling its memory at the first batch linearly?"""
+    import jax
+
+    first = next((r for r in results if r["name"] == "ViViT-B model 1" and r.get("metrics")), None)
+    mem = (first or {}).get("metrics", {}).get("program_memory_bytes")
+    try:
+        limit = jax.devices()[0].memory_stats()["bytes_limit"]
+    except Exception:  # noqa: BLE001
+        return True
+    return mem is None or mem * batch / first["batch"] < 0.9 * limit
+
+
+def attention_probe(smoke: bool = False) -> list[dict]:
+    """Does cuDNN's fused attention really run, forward and backward, at ViViT-B model 1's shape, alone and
+    inside the trainer's step? A refusal would silently fall back to XLA attention, which keeps [B, H, N, N]."""
+    import jax
+    import jax.numpy as jnp
+
+    from vivit_cli.models import layers
+
+    shape = (2, 64, 2, 16) if smoke else (8, 3136, 12, 64)
+    q, k, v = (jax.random.normal(jax.random.key(i), shape, jnp.bfloat16) for i in range(3))
+    loss = lambda q, k, v: layers.fused_attention(q, k, v).astype(jnp.float32).sum()  # noqa: E731
+    cases = [("attention forward", jax.jit(layers.fused_attention)),
+             ("attention grad", jax.jit(jax.grad(loss, argnums=(0, 1, 2))))]
+    rows = []
+    os.environ["VIVIT_ATTENTION"] = "cudnn"  # refusals raise here instead of falling back
+    try:
+        for name, fn in cases:
+            row = {"case": name, "shape": list(shape)}
+            try:
+                row.update(_hlo_facts(fn.lower(q, k, v).compile()))
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
+            rows.append(row)
+    finally:
+        os.environ.pop("VIVIT_ATTENTION", None)
+    from vivit_cli import config
+    from vivit_cli.bench import core
+
+    for remat in ("false", "true"):
+        sets = (SMOKE if smoke else VIVIT_B) + ["model.variant=spatio_temporal", f"model.remat={remat}"]
+        row = {"case": f"ViViT-B model 1 train step, batch 2, remat={remat}"}
+        t0 = time.time()
+        try:
+            p = core.prepare(config.build(sets), batch_size=2, num_classes=400)
+            p.train_step()
+            row.update(_hlo_facts(p._train))
+            row["compile_s"] = round(p.compile_seconds, 1)
+        except Exception as e:  # noqa: BLE001
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
+        row["seconds"] = round(time.time() - t0, 1)
+        rows.append(row)
+    rows.append({"case": "fall-backs recorded", "refusals": dict(layers.CUDNN_REFUSALS)})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="ViViT GPU check")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu_results"))
     ap.add_argument("--budget", type=float, default=260.0, help="seconds; items that would not fit are skipped")
     ap.add_argument("--batch", type=int, default=8, help="ViViT-B batch size")
+    ap.add_argument("--big-batch", type=int, default=16, help="a second model-1 train item at this batch (0: none)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--smoke", action="store_true", help="tiny configs and a small peak: test the script on a CPU")
     args = ap.parse_args(argv)
@@ -182,15 +261,21 @@ def main(argv=None) -> int:
         payload["peak_error"] = f"{type(e).__name__}: {e}"
         print(f"peak measurement failed: {e}", flush=True)
         peaks = {"float32": float("nan"), "bfloat16": float("nan")}
-    write(out, payload, render(env, payload["peaks"], results, skipped, time.time() - t_start))
+    payload["attention_probe"] = attention_probe(args.smoke)
+    for row in payload["attention_probe"]:
+        print(f"probe: {row}", flush=True)
+    write(out, payload, render(env, payload["peaks"], results, skipped, time.time() - t_start, payload.get("attention_probe")))
 
     last_cost = 0.0
-    for item in plan(args.batch, args.smoke):
+    for item in plan(args.batch, args.smoke, args.big_batch):
         left = args.budget - (time.time() - t_start)
         # Train items of ViViT-B cost about what model 1's did; do not start one that would not finish.
         need = max(10.0, 0.8 * last_cost if "ViViT-B" in item["name"] and item["train"] else 10.0)
         if left < need:
             skipped.append(item["name"])
+            continue
+        if item["name"].startswith("ViViT-B model 1 (batch") and not _fits(results, item["batch"]):
+            skipped.append(item["name"] + " (would not fit in memory)")
             continue
         print(f"{item['name']} (batch {item['batch']}, {left:.0f} s left)...", flush=True)
         rec = run_item(item, peaks, args.repeats)
@@ -200,9 +285,12 @@ def main(argv=None) -> int:
         print(f"  -> train {fmt(m.get('train_clips_per_s'))} clips/s, MFU {fmt(m.get('mfu'), '.3f')}, forward "
               f"{fmt(m.get('forward_ms_per_clip'))} ms/clip, {rec.get('seconds')} s", flush=True)
         results.append(rec)
-        write(out, payload, render(env, payload["peaks"], results, skipped, time.time() - t_start))
+        from vivit_cli.models import layers
+
+        payload["cudnn_refusals"] = dict(layers.CUDNN_REFUSALS)
+        write(out, payload, render(env, payload["peaks"], results, skipped, time.time() - t_start, payload.get("attention_probe")))
         jax.clear_caches()
-    md = render(env, payload["peaks"], results, skipped, time.time() - t_start)
+    md = render(env, payload["peaks"], results, skipped, time.time() - t_start, payload.get("attention_probe"))
     write(out, payload, md)
     print(md, flush=True)
     return 0 if any(r.get("metrics") for r in results) else 1

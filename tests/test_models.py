@@ -258,3 +258,31 @@ def test_remat_gives_the_same_gradients(variant):
         grads.append(jax.jit(jax.grad(loss))(params))
     for a, b in zip(jax.tree_util.tree_leaves(grads[0]), jax.tree_util.tree_leaves(grads[1])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [3137, 197, 9])
+def test_padded_attention_equals_unpadded_forward_and_backward(n):
+    # The GPU path pads odd token counts (model 1's class token) for cuDNN; the padding must change nothing.
+    # Checked through XLA's implementation, which honours the same sequence-length mask.
+    keys = jax.random.split(jax.random.key(0), 3)
+    q, k, v = (jax.random.normal(kk, (2, n, 2, 8), jnp.float32) for kk in keys)
+    plain = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=1.0)  # noqa: E731
+    padded = lambda q, k, v: L.padded_attention(q, k, v, implementation=None)  # noqa: E731
+    np.testing.assert_allclose(padded(q, k, v), plain(q, k, v), atol=2e-6)
+    w = jax.random.normal(jax.random.key(1), (2, n, 2, 8))
+    grads = [jax.grad(lambda *a: jnp.sum(f(*a) * w), argnums=(0, 1, 2))(q, k, v) for f in (plain, padded)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(b, a, atol=2e-5)
+
+
+def test_cudnn_refusal_is_recorded_not_silent(monkeypatch):
+    # A shape cuDNN refuses falls back to XLA attention, but says so (the GPU check and `vivit bench` show it).
+    monkeypatch.setattr(L, "attention_implementation", lambda q: "cudnn")
+    monkeypatch.setattr(L, "CUDNN_REFUSALS", {})
+    q = jnp.ones((1, 4, 2, 8), jnp.bfloat16)
+    with pytest.warns(UserWarning, match="cuDNN attention refused"):
+        out = L.fused_attention(q, q, q)
+    assert out.shape == q.shape and list(L.CUDNN_REFUSALS) == ["(1, 4, 2, 8) bfloat16"]
+    monkeypatch.setenv("VIVIT_ATTENTION", "cudnn")
+    with pytest.raises((NotImplementedError, RuntimeError, ValueError)):
+        L.fused_attention(q, q, q)
