@@ -2,10 +2,10 @@
 
 PATH may be a training workdir (its newest readable step), one step folder `<workdir>/checkpoints/<step>`,
 or a converted reference checkpoint (a folder with config.json and params.safetensors / params.msgpack /
-an Orbax params/ item, or the weights file itself). Loading goes through `train.checkpoint.load`, the one
-reader of the checkpoint format; this module adds what evaluation needs on top: which step was read,
-where eval.json belongs, the class count and label names, and a shape check that turns a config/weights
-mismatch into one line instead of an XLA error deep inside the forward pass.
+an Orbax params/ item, or the weights file itself), locally or on gs://. Loading goes through
+`train.checkpoint.load`, the one reader of the checkpoint format; this module adds what evaluation needs on
+top: which step was read, where eval.json belongs, the class count and label names, and a shape check that
+turns a config/weights mismatch into one line instead of an XLA error deep inside the forward pass.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vivit_cli.errors import VivitError
+from vivit_cli.io import as_path
 
 
 @dataclass
@@ -23,13 +24,9 @@ class Restored:
     cfg: Any  # resolved Config; data.num_classes filled in
     params: Any  # nested dict of numpy float arrays
     num_classes: int
-    path: Path  # what the user named
+    path: Path  # what the user named (an etils epath for a gs:// URL)
     home: Path  # the folder holding config.json: eval.json goes here
     step: int | None  # the training step of the weights, when they come from a run's checkpoint
-
-
-def _step_dirs(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: -int(p.name))
 
 
 _quieted = False
@@ -94,17 +91,17 @@ def load(path: str | Path) -> Restored:
     import warnings
 
     from vivit_cli import config
-    from vivit_cli.train import runtime
+    from vivit_cli.train import checkpoint, runtime
 
     runtime.setup()  # multi-process init and device count must precede any JAX computation (the shape check)
-    p = Path(path).expanduser().absolute()
+    p = as_path(path, absolute=True)
     if not p.exists():
         raise VivitError(f"{p}: no such checkpoint, run directory or weights file")
     step = None
     if p.is_dir() and (p / "checkpoints").is_dir():
         # A run dir: read its steps newest first ourselves, so that we know which step was evaluated.
         home = p
-        dirs = _step_dirs(p / "checkpoints")
+        dirs = checkpoint.step_dirs(p / "checkpoints")
         if not dirs:
             raise VivitError(f"{p / 'checkpoints'}: no checkpoint steps (has the run saved one yet?)")
         errors = []

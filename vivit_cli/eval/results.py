@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vivit_cli.errors import VivitError
-from vivit_cli.io import atomic_write_bytes, atomic_write_json, read_json
+from vivit_cli.io import atomic_write_bytes, atomic_write_json, is_remote, read_json, write_json
 
 EVAL_FILE = "eval.json"
 
@@ -38,9 +38,15 @@ def entry(result, *, checkpoint: str, step: int | None) -> dict:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
 
 
-def merge_eval_json(home: Path, key: str, value: dict) -> Path:
+def merge_eval_json(home, key: str, value: dict):
     """Adds/replaces one key of home/eval.json, keeping the others. The folder is locked meanwhile so that
-    two evaluations finishing together both land (flock on the folder itself: no lock file is left)."""
+    two evaluations finishing together both land (flock on the folder itself: no lock file is left).
+    An object store has no such lock: there two evaluations of one run finishing together may drop one."""
+    if is_remote(home):
+        path = home / EVAL_FILE
+        current = read_json(path)
+        write_json(path, (current if isinstance(current, dict) else {}) | {key: value})
+        return path
     path = Path(home) / EVAL_FILE
     fd = os.open(home, os.O_RDONLY)
     try:

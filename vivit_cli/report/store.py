@@ -2,6 +2,7 @@
 
 A sweep may be writing to the same folder while we read it: any file that is missing or not valid JSON yet is
 treated as "not written yet", never as an error, so a report never crashes on a half-written run.
+The store may be a gs:// URL (read through `vivit_cli.io`, one request per file).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vivit_cli.errors import VivitError
-from vivit_cli.io import read_json
+from vivit_cli.io import as_path, read_json
 from vivit_cli.report import tables
 
 # One row of `load_runs`'s DataFrame, in this column order.
@@ -54,6 +55,12 @@ def _first_line(text) -> str | None:
     return lines[0][:300] if lines else None
 
 
+def _mtime(path) -> float:
+    """pathlib's st_mtime, or epath's mtime for a gs:// object."""
+    st = path.stat()
+    return float(getattr(st, "st_mtime", None) or getattr(st, "mtime", 0) or 0)
+
+
 def _run_record(grid: str, run_dir: Path, cell: dict) -> dict:
     summary = read_json(run_dir / "summary.json")
     if not isinstance(summary, dict):
@@ -67,7 +74,7 @@ def _run_record(grid: str, run_dir: Path, cell: dict) -> dict:
         status = RUNNING  # no summary yet (running, interrupted, or half-written): the sweep will finish it
     evals = read_json(run_dir / "eval.json")
     try:
-        mtime = (run_dir / "summary.json").stat().st_mtime if summary else (run_dir / "cell.json").stat().st_mtime
+        mtime = _mtime(run_dir / ("summary.json" if summary else "cell.json"))
     except OSError:
         mtime = 0.0
     seed = cell.get("seed")
@@ -109,7 +116,7 @@ def load_runs(results_dir: str | os.PathLike):
     """All runs under `results_dir` as a DataFrame (RUN_COLUMNS) and the LoadStats of what was skipped."""
     import pandas as pd
 
-    root = Path(results_dir)
+    root = as_path(results_dir)
     if not root.is_dir():
         raise VivitError(f"results dir {str(root)!r} does not exist (run `vivit sweep GRID` first, or pass --results)")
     stats = LoadStats()

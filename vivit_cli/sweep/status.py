@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from vivit_cli.errors import VivitError
+from vivit_cli.io import read_json
 
 from . import store as st
 
@@ -23,7 +24,7 @@ def collect(results: str, grid: str | None = None) -> list[dict]:
     rows = []
     for g in folders:
         for d in sorted((d for d in g.iterdir() if d.is_dir() and d.name[:1] not in "._"), key=lambda d: d.name):
-            cell = st.read_json(d / "cell.json")
+            cell = read_json(d / "cell.json")
             cell = cell if isinstance(cell, dict) else {}
             cur = store.state(SimpleNamespace(grid=g.name, run_id=d.name))
             if cur.state == st.SHARED:

@@ -15,7 +15,8 @@ a sweep killed with -9 and restarted waits for the orphaned trainer (which got S
 checkpoint) instead of starting a second writer on the same folder. The kernel drops a lock when its last
 holder dies, so no stale lock survives a kill.
 
-Results may live on gs://: paths go through etils epath there (pathlib locally, which keeps `--dry-run` fast).
+Results may live on gs://: paths go through `vivit_cli.io` (etils epath there, pathlib locally, which keeps
+`--dry-run` fast).
 Sharing a done run between grids: files are hard-linked (copied where links are impossible, e.g. gs://),
 summary.json last, so a half-done share is never mistaken for a done run.
 """
@@ -30,46 +31,15 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from vivit_cli.errors import VivitError
+from vivit_cli.io import as_path, is_remote, read_json, write_json
 
 from .cells import DEPS_DIR, Job
 
 NEW, DONE, PARTIAL, FAILED, RUNNING, SHARED = "new", "done", "partial", "failed", "running", "shared"
 STATES = (NEW, DONE, PARTIAL, FAILED, RUNNING, SHARED)
 SWEEP_FILES = ("cell.json", "sweep.json", "train.log")  # per-grid files that a share does not copy
-
-
-def is_remote(root: str) -> bool:
-    return "://" in str(root)
-
-
-def as_path(path: str | os.PathLike):
-    """pathlib for local paths, etils epath (gs://, s3://, ...) otherwise."""
-    if is_remote(str(path)):
-        from etils import epath
-
-        return epath.Path(str(path))
-    return Path(path)
-
-
-def read_json(path) -> Any | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def write_json(path, obj: Any) -> None:
-    """Atomic locally (temp + rename); an object store's single write is atomic already."""
-    if isinstance(path, Path):
-        from vivit_cli.io import atomic_write_json
-
-        atomic_write_json(path, obj)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 @dataclass
@@ -182,8 +152,10 @@ class RunStore:
         return CellState(NEW, failures=failures)
 
     def has_checkpoint(self, job: Job) -> bool:
+        from vivit_cli.train.checkpoint import step_dirs
+
         try:
-            return any(p.name.isdigit() for p in (self.run_dir(job) / "checkpoints").iterdir())
+            return bool(step_dirs(self.run_dir(job) / "checkpoints"))
         except OSError:
             return False
 

@@ -10,6 +10,10 @@ place only when complete, and it deletes old steps (beyond `run.keep_checkpoints
 finalised. A kill at any moment therefore leaves the previous complete step. A latest step that still fails
 to restore (a disk error, a copy that lost files) is skipped with a warning and the previous one used.
 
+On an object store (a gs:// workdir) Orbax skips the rename: a step counts only once its commit_success.txt
+marker is written, last, which gives the same guarantee. Paths are `vivit_cli.io` paths (pathlib locally,
+etils epath for URLs), which Orbax takes as they are; its arrays go through tensorstore's own GCS driver.
+
 `load(path)` is the read-only entry point for eval/predict/init_from; see its docstring for what `path` may be.
 """
 
@@ -18,10 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
 from vivit_cli.errors import VivitError
+from vivit_cli.io import as_path, is_remote, rmtree
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +45,12 @@ def _quiet_absl() -> None:
 class Checkpointer:
     """Thin wrapper: save (params, opt_state, meta) together; restore the newest step that is readable."""
 
-    def __init__(self, directory: str | Path, keep: int, async_save: bool = True):
+    def __init__(self, directory, keep: int, async_save: bool = True):
         import orbax.checkpoint as ocp
 
         _quiet_absl()
         self._ocp = ocp
-        self.directory = Path(directory).absolute()
+        self.directory = as_path(directory, absolute=True)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
                                                cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -108,9 +112,7 @@ class Checkpointer:
         try:
             self.manager.delete(step)
         except Exception:  # noqa: BLE001 - the folder may be too broken for orbax; remove it by hand
-            import shutil
-
-            shutil.rmtree(self.directory / str(step), ignore_errors=True)
+            rmtree(self.directory / str(step))
         self.manager.reload()
 
 
@@ -118,18 +120,23 @@ class Checkpointer:
 # read-only loading for eval / predict / init_from
 
 
-def _step_dirs(ckpt_root: Path) -> list[Path]:
-    return sorted((p for p in ckpt_root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: -int(p.name))
+def step_dirs(ckpt_root) -> list:
+    """Step folders, newest first. On an object store a step is written in place, so one without Orbax's
+    commit marker is still being written (or was cut off) and is left out."""
+    dirs = [p for p in ckpt_root.iterdir() if p.name.isdigit() and p.is_dir()]
+    if is_remote(ckpt_root):
+        dirs = [p for p in dirs if (p / "commit_success.txt").exists()]
+    return sorted(dirs, key=lambda p: -int(p.name))
 
 
-def _restore_params(step_dir: Path):
+def _restore_params(step_dir):
     """Params of one step folder as host numpy arrays, whatever mesh saved them."""
     import jax
     import numpy as np
     import orbax.checkpoint as ocp
 
     _quiet_absl()
-    item = Path(step_dir).absolute() / "params"  # orbax refuses relative paths
+    item = as_path(step_dir, absolute=True) / "params"  # orbax refuses relative paths
     with ocp.PyTreeCheckpointer() as ckptr:
         meta = ckptr.metadata(item)
         meta = getattr(meta, "item_metadata", meta)  # orbax 0.12 wraps the tree metadata in a StepMetadata
@@ -138,7 +145,7 @@ def _restore_params(step_dir: Path):
         return ckptr.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
 
 
-def _read_config(path: Path):
+def _read_config(path):
     from vivit_cli import config
 
     if not path.is_file():
@@ -146,14 +153,19 @@ def _read_config(path: Path):
     return config.from_json(path.read_text())
 
 
-def _load_flat_file(path: Path) -> dict:
+def _load_flat_file(path) -> dict:
     """A converted reference checkpoint: `.safetensors` or `.msgpack` with "/"-joined parameter names."""
     import numpy as np
 
     if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
+        if is_remote(path):
+            from safetensors.numpy import load
 
-        flat = load_file(str(path))
+            flat = load(path.read_bytes())
+        else:
+            from safetensors.numpy import load_file
+
+            flat = load_file(str(path))
     elif path.suffix == ".msgpack":
         from flax.serialization import msgpack_restore  # msgpack: plain data, no code execution
 
@@ -171,7 +183,7 @@ def _load_flat_file(path: Path) -> dict:
     return tree
 
 
-def load(path: str | Path, step: int | None = None):
+def load(path, step: int | None = None):
     """(cfg, params) from any of:
 
     - a training workdir (`config.json` + `checkpoints/`): its newest readable step, or `step`;
@@ -180,9 +192,10 @@ def load(path: str | Path, step: int | None = None):
       paths, or a folder holding `params.safetensors`/`params.msgpack`, with a `config.json` beside it;
     - a params-only folder: `config.json` + an Orbax `params/` item (no optimizer state).
 
-    Params come back as a nested dict of numpy float arrays (host memory); put them on devices as needed.
+    Any of these may be a gs:// URL. Params come back as a nested dict of numpy float arrays (host memory); put
+    them on devices as needed.
     """
-    p = Path(path)
+    p = as_path(path)
     if not p.exists():
         raise VivitError(f"{p}: no such checkpoint, run directory or weights file")
     if p.is_file():
@@ -199,7 +212,7 @@ def load(path: str | Path, step: int | None = None):
     if not root.is_dir():
         raise VivitError(f"{p}: not a run directory (no checkpoints/), a step folder or a weights file")
     cfg = _read_config(p / "config.json")
-    dirs = _step_dirs(root)
+    dirs = step_dirs(root)
     if step is not None:
         dirs = [d for d in dirs if int(d.name) == step]
         if not dirs:
@@ -212,9 +225,9 @@ def load(path: str | Path, step: int | None = None):
     raise VivitError(f"{root}: no readable checkpoint")
 
 
-def read_meta(step_dir: str | Path) -> dict:
+def read_meta(step_dir) -> dict:
     """The JSON meta item of a step folder (step, rng, data states, ...)."""
-    p = Path(step_dir) / "meta" / "metadata"
+    p = as_path(step_dir) / "meta" / "metadata"
     try:
         return json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:

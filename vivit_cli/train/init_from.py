@@ -2,7 +2,7 @@
 
 The value is a path (a training workdir, a step folder, a converted weights file; see `checkpoint.load`) or
 a run id, looked up as `<results>/<run-id>` or `<results>/<grid>/<run-id>` with <results> = $VIVIT_RESULTS
-or ./results. Two cases:
+or ./results (either may be gs://). Two cases:
 
 - the source is an image ViT (one frame, as `vivit pretrain-image` trains): `models.init.inflate_from_image`
   does the paper's surgery (kernel inflation per `model.init`, position embeddings tiled over time, ...);
@@ -13,18 +13,20 @@ or ./results. Two cases:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from vivit_cli.errors import VivitError
+from vivit_cli.io import as_path, is_remote
 
 
-def resolve(spec: str) -> Path:
-    p = Path(spec).expanduser()
+def resolve(spec: str):
+    p = as_path(spec)
     if p.exists():
         return p
-    root = Path(os.environ.get("VIVIT_RESULTS") or "results")
+    if is_remote(spec):
+        raise VivitError(f"model.init_from={spec!r}: no such path")
+    root = as_path(os.environ.get("VIVIT_RESULTS") or "results")
     found = [c for c in [root / spec, *root.glob(f"*/{spec}")] if c.is_dir()]
     if len(found) > 1:
         raise VivitError(f"model.init_from={spec!r}: ambiguous run id, matches {', '.join(map(str, found))}")

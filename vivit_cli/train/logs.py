@@ -10,10 +10,9 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from vivit_cli.io import atomic_write_text
+from vivit_cli.io import as_path, is_remote, write_text
 
 
 def itstime(step: int, every: int, total: int) -> bool:
@@ -30,14 +29,21 @@ class MetricsLog:
 
     On resume the lines past the restored step (written after the last checkpoint by the run that died) are
     dropped first, so the file reads as one uninterrupted run.
+
+    An object store cannot append: there the whole file is rewritten (one atomic object write) at most every
+    `remote_every` seconds, at each checkpoint (`flush`) and at close, so a live `vivit status` lags a little
+    and a crash loses at most the lines after the last checkpoint, which a resume drops anyway.
     """
 
-    def __init__(self, path: Path, resume_step: int, enabled: bool = True):
+    def __init__(self, path, resume_step: int, enabled: bool = True, remote_every: float = 30.0):
         self.enabled = enabled
-        self.path = path
+        self.path = path = as_path(path)
         self._f = None
+        self._lines: list[str] | None = None  # the whole file, when it lives on an object store
+        self._dirty, self._flushed_at, self._every = False, time.time(), remote_every
         if not enabled:
             return
+        local = not is_remote(path)
         if path.exists():
             kept = []
             for line in path.read_text().splitlines():
@@ -46,15 +52,37 @@ class MetricsLog:
                         kept.append(line)
                 except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
                     continue  # a torn last line from a kill
-            atomic_write_text(path, "".join(k + "\n" for k in kept))
-        self._f = open(path, "a", encoding="utf-8")
+            if local:
+                write_text(path, "".join(k + "\n" for k in kept))
+            else:
+                self._lines, self._dirty = kept, True
+        if local:
+            self._f = open(path, "a", encoding="utf-8")
+        elif self._lines is None:
+            self._lines = []
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._f is None:
+        if not self.enabled:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        self._f.write(json.dumps(clean, sort_keys=True) + "\n")
-        self._f.flush()
+        line = json.dumps(clean, sort_keys=True)
+        if self._f is not None:
+            self._f.write(line + "\n")
+            self._f.flush()
+            return
+        if self._lines is None:  # closed
+            return
+        self._lines.append(line)
+        self._dirty = True
+        if time.time() - self._flushed_at >= self._every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._f is not None:
+            self._f.flush()
+        elif self._lines is not None and self._dirty:
+            write_text(self.path, "".join(k + "\n" for k in self._lines))
+            self._dirty, self._flushed_at = False, time.time()
 
     def close(self) -> None:
         if self._f is not None:
@@ -62,6 +90,8 @@ class MetricsLog:
             os.fsync(self._f.fileno())
             self._f.close()
             self._f = None
+        self.flush()
+        self._lines = None
 
 
 class Progress:

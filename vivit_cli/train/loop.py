@@ -6,7 +6,8 @@ Where the initial state comes from, in this order (the order matters):
   2. `model.init_from`: an image ViT inflated into the video model, or a video checkpoint to fine-tune;
   3. scratch (`models.init_params` from `train.seed`).
 
-A workdir whose summary.json says "done" is left alone. A SIGTERM (or, on a multi-host slice, a preemption
+The workdir may be a gs:// URL (`vivit_cli.io` paths; Orbax writes there through tensorstore). A workdir
+whose summary.json says "done" is left alone. A SIGTERM (or, on a multi-host slice, a preemption
 notice on any host) saves a checkpoint at the next step all processes agree on and raises `Preempted`;
 a NaN/inf loss raises `TrainingFailed` and the summary says "failed" with the reason.
 """
@@ -17,13 +18,12 @@ import dataclasses
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vivit_cli.errors import VivitError
-from vivit_cli.io import atomic_write_json, atomic_write_text, read_json
+from vivit_cli.io import as_path, read_json, write_json, write_text
 
 from . import runtime
 from .logs import MetricsLog, Progress, itstime, note
@@ -40,7 +40,7 @@ class Preempted(Exception):
     exit_code = 143  # 128 + SIGTERM, what a scheduler expects from a terminated job
 
 
-def run_id_for(cfg, workdir: Path) -> str:
+def run_id_for(cfg, workdir) -> str:
     """The sweep's run id (cell.json) when there is one, else the config hash."""
     from vivit_cli import config
 
@@ -50,12 +50,12 @@ def run_id_for(cfg, workdir: Path) -> str:
     return config.config_hash(cfg)
 
 
-def run(cfg, workdir: str | Path, *, task=None) -> dict[str, Any]:
+def run(cfg, workdir, *, task=None) -> dict[str, Any]:
     """Trains `cfg` in `workdir` (created if needed) and returns the summary written to summary.json."""
     runtime.setup()
     from vivit_cli import config
 
-    workdir = Path(workdir).absolute()
+    workdir = as_path(workdir, absolute=True)
     main = runtime.is_main()
 
     # ---- Done already? ---------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def run(cfg, workdir: str | Path, *, task=None) -> dict[str, Any]:
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, num_classes=task.num_classes))
     config.validate(cfg)
     saved = read_json(workdir / "config.json")
-    has_checkpoints = any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*"))
+    has_checkpoints = _has_checkpoints(workdir)
     if isinstance(saved, dict) and has_checkpoints:
         saved_cfg = config.from_dict(saved)
         if config.config_hash(saved_cfg) != config.config_hash(cfg):
@@ -77,7 +77,7 @@ def run(cfg, workdir: str | Path, *, task=None) -> dict[str, Any]:
                              f"one is {config.config_hash(cfg)}): use a new --workdir")
     if main:
         workdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(workdir / "config.json", config.to_json(cfg) + "\n")
+        write_text(workdir / "config.json", config.to_json(cfg) + "\n")
     run_id = run_id_for(cfg, workdir)
 
     try:
@@ -88,7 +88,7 @@ def run(cfg, workdir: str | Path, *, task=None) -> dict[str, Any]:
         reason = str(e) if isinstance(e, (TrainingFailed, VivitError)) else f"{type(e).__name__}: {e}"
         summary = _base_summary(cfg, run_id, task) | {"status": "failed", "error": reason.splitlines()[0][:500]}
         if main:
-            atomic_write_json(workdir / "summary.json", summary)
+            write_json(workdir / "summary.json", summary)
         if isinstance(e, TrainingFailed):
             note(f"training failed: {reason}", main)
             return summary
@@ -171,7 +171,7 @@ def _host_tree(tree):
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
-def _train(cfg, workdir: Path, task, run_id: str) -> dict[str, Any]:
+def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
@@ -278,6 +278,7 @@ def _train(cfg, workdir: Path, task, run_id: str) -> dict[str, Any]:
              "data_states": _gather_json(data_it.get_state()), "train_seconds": train_seconds,
              "config_hash": config.config_hash(cfg)}
         ckpt.save(step, state, m)
+        metrics_log.flush()  # remote logs are written in batches: never let one lag behind a checkpoint
 
     # ---- Train loop --------------------------------------------------------------------------------
     pending: list[dict] = []
@@ -358,6 +359,7 @@ def _train(cfg, workdir: Path, task, run_id: str) -> dict[str, Any]:
             if steps_timed else None,
             "final_loss": None, "forward_ms_per_clip": ev["forward_ms_per_clip"],
         }
+        metrics_log.flush()
         last = _last_record(workdir / "metrics.jsonl") if main else None
         if last:
             summary["final_loss"] = last.get("loss")
@@ -365,7 +367,7 @@ def _train(cfg, workdir: Path, task, run_id: str) -> dict[str, Any]:
         wandb.log({"eval/top1": ev["top1"], "eval/top5": ev["top5"]}, total)
         wandb.finish(summary)
         if main:
-            atomic_write_json(workdir / "summary.json", summary)  # last: its presence means "done"
+            write_json(workdir / "summary.json", summary)  # last: its presence means "done"
         progress.message(f"done: top1 {ev['top1']:.4f}  top5 {ev['top5']:.4f}  ({ev['videos']} {cfg.data.eval_split} "
                          f"clips)  train {train_seconds:.1f}s")
         return summary
@@ -383,7 +385,16 @@ def _train(cfg, workdir: Path, task, run_id: str) -> dict[str, Any]:
             pass
 
 
-def _last_record(path: Path) -> dict | None:
+def _has_checkpoints(workdir) -> bool:
+    from .checkpoint import step_dirs
+
+    try:
+        return bool(step_dirs(workdir / "checkpoints"))
+    except OSError:
+        return False
+
+
+def _last_record(path) -> dict | None:
     import json
 
     try:
@@ -414,7 +425,7 @@ def image_config(cfg):
     return config.resolve(cfg.replace(model=model, data=data))
 
 
-def pretrain_image(cfg, workdir: str | Path) -> dict[str, Any]:
+def pretrain_image(cfg, workdir) -> dict[str, Any]:
     """Trains the image ViT of `cfg` on the still images of its data; `model.init_from=<workdir>` then
     initialises video models from it."""
     from .tasks import ImageTask

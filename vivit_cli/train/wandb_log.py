@@ -7,6 +7,8 @@
 - The toolkit never reads, passes or writes the API key: wandb finds it itself (WANDB_API_KEY or
   ~/.netrc written by `wandb login`).
 - Only process 0 logs.
+- wandb writes through the local file system, so a gs:// workdir gets its W&B folder under the cache instead
+  (`$VIVIT_CACHE/wandb/<digest of the workdir URL>`), stable across resumes like the W&B run id.
 
 `read_offline_run(run_dir)` reads an offline run's `.wandb` log back (history, config, summary) without
 wandb's private modules: the file is the `:W&B` header followed by LevelDB-log framed protobuf records.
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vivit_cli.errors import VivitError
+from vivit_cli.io import is_remote
 
 
 def wandb_run_id(run_id: str) -> str:
@@ -29,8 +32,18 @@ def wandb_run_id(run_id: str) -> str:
     return f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
 
 
+def local_dir(workdir) -> Path:
+    if not is_remote(workdir):
+        return Path(workdir)
+    from .runtime import cache_root
+
+    d = cache_root() / "wandb" / hashlib.sha256(str(workdir).encode()).hexdigest()[:12]
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 class WandbLogger:
-    def __init__(self, cfg, workdir: Path, run_id: str, enabled: bool = True):
+    def __init__(self, cfg, workdir, run_id: str, enabled: bool = True):
         self.run = None
         mode = cfg.run.wandb
         if not enabled or mode == "disabled":
@@ -43,7 +56,8 @@ class WandbLogger:
                                   save_code=False, x_save_requirements=False)
         try:
             self.run = wandb.init(project=cfg.run.wandb_project, group=cfg.run.group or None, id=wandb_run_id(run_id),
-                                  name=run_id, resume="allow", mode=mode, dir=str(workdir), config=config.to_dict(cfg),
+                                  name=run_id, resume="allow", mode=mode, dir=str(local_dir(workdir)),
+                                  config=config.to_dict(cfg),
                                   settings=settings, reinit="finish_previous")
         except wandb.errors.UsageError as e:
             raise VivitError(f"run.wandb={mode}: {str(e).splitlines()[0]} (or use --wandb offline)") from None
