@@ -141,3 +141,58 @@ def test_xla_cpu_defaults_respect_the_user():
     import os
 
     assert "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", "")
+
+
+def test_median_step_seconds_weighs_intervals_by_their_steps():
+    assert timing.median_step_seconds([]) is None and timing.median_step_seconds([(0, 1.0)]) is None
+    # 9 steps at 0.1 s and one slow interval of 1 step: the median step is a fast one.
+    assert timing.median_step_seconds([(9, 0.9), (1, 5.0)]) == pytest.approx(0.1)
+    assert timing.median_step_seconds([(1, 0.1), (1, 0.3)]) == pytest.approx(0.2)
+
+
+def test_devices_peak_counts_a_cpu_process_once():
+    class Dev:
+        def __init__(self, platform, process_index=0):
+            self.platform, self.process_index = platform, process_index
+
+    # Fake CPU devices share one process's cores; accelerators add up.
+    assert core.devices_peak(1e11, [Dev("cpu")] * 8) == 1e11
+    assert core.devices_peak(1e11, [Dev("cpu", 0), Dev("cpu", 0), Dev("cpu", 1), Dev("cpu", 1)]) == 2e11
+    assert core.devices_peak(1e14, [Dev("gpu")] * 4) == 4e14
+
+
+def test_best_peak_keeps_the_best_figure_per_key_and_never_a_lower_one(tmp_path, monkeypatch):
+    measured = []
+
+    def fake_measure(*, n, repeats, dtypes, device):
+        measured.append(next(figures))
+        return {dtypes[0]: measured[-1]}
+
+    def new_process():
+        monkeypatch.setattr(peak, "_memo", {})
+
+    monkeypatch.setattr(peak, "measure_peaks", fake_measure)
+    figures = iter([1e11, 2e11, 5e10, 7e10, 3e10, 4e10, 9e10])
+    new_process()
+    first = peak.best_peak("float32", n=64, cache_dir=tmp_path)
+    assert first["flops_per_s"] == 1e11 and first["source"] == "measured by this process"
+    assert peak.best_peak("float32", n=64, cache_dir=tmp_path)["flops_per_s"] == 1e11 and len(measured) == 1
+    new_process()  # a faster measurement replaces the kept one
+    assert peak.best_peak("float32", n=64, cache_dir=tmp_path)["flops_per_s"] == 2e11
+    new_process()  # a slower one (a loaded machine) is raised to the kept best, and says so
+    slow = peak.best_peak("float32", n=64, cache_dir=tmp_path)
+    assert (slow["flops_per_s"], slow["measured_flops_per_s"]) == (2e11, 5e10) and "best kept" in slow["source"]
+    # Another dtype, matmul size or XLA_FLAGS is another figure: nothing kept for it yet.
+    assert peak.best_peak("bfloat16", n=64, cache_dir=tmp_path)["flops_per_s"] == 7e10
+    assert peak.best_peak("float32", n=128, cache_dir=tmp_path)["flops_per_s"] == 3e10
+    with monkeypatch.context() as m:
+        m.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+        assert peak.best_peak("float32", n=64, cache_dir=tmp_path)["flops_per_s"] == 4e10
+    # An expired, torn or foreign entry is ignored (and replaced).
+    new_process()
+    for f in tmp_path.iterdir():
+        f.write_text('{"flops_per_s": 1e20')
+    assert peak.best_peak("float32", n=64, cache_dir=tmp_path)["flops_per_s"] == 9e10 and len(measured) == 7
+    new_process()
+    monkeypatch.setattr(peak, "measure_peaks", lambda **kw: {"float32": 1e9})
+    assert peak.best_peak("float32", n=64, cache_dir=tmp_path, max_age_s=0)["flops_per_s"] == 1e9

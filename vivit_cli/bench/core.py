@@ -34,7 +34,43 @@ def mfu(clips_per_s: float, flops_per_clip: float, peak_flops: float) -> float:
     return clips_per_s * flops_per_clip / peak_flops
 
 
-def _memory(compiled, device) -> dict[str, Any]:
+def peak_dtype(cfg) -> str:
+    """The matmul peak that bounds `cfg`'s train step: bf16 when it trains in bfloat16, else f32."""
+    return "bfloat16" if cfg.train.precision == "bfloat16" else "float32"
+
+
+def devices_peak(per_device: float, devices) -> float:
+    """The peak of all `devices` from one device's. The CPU devices of one process (VIVIT_NUM_CPU_DEVICES, the
+    tests' fake devices) share its cores and one of them alone already uses all of them: a process counts once
+    (one process per host assumed; a slice emulated by several processes on one host is overcounted)."""
+    if devices and devices[0].platform == "cpu":
+        return per_device * len({d.process_index for d in devices})
+    return per_device * len(devices)
+
+
+def compile_timed(jitted, *args):
+    """(compiled, seconds, source): `jitted` lowered and compiled for `args`, timed. source is "persistent cache"
+    when the compilation cache supplied the program (the seconds are then a load, not a compile), else
+    "compiled". A later `jitted(*args)` reuses the executable rather than compiling again."""
+    import jax
+
+    hits = []
+
+    def listen(event, **_):
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    jax.monitoring.register_event_listener(listen)
+    try:
+        t0 = time.perf_counter()
+        compiled = jitted.lower(*args).compile()
+        seconds = time.perf_counter() - t0
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+    return compiled, seconds, "persistent cache" if hits else "compiled"
+
+
+def memory(compiled, device) -> dict[str, Any]:
     """peak_memory_bytes: the allocator's high-water mark where the device reports one (GPU/TPU; it covers the
     whole process so far), else XLA's buffer assignment for this program (CPU), which is what the program needs
     at its peak. program_memory_bytes: always the latter, per program."""
@@ -120,9 +156,7 @@ class Prepared:
             fn = step_lib.compile_train_step(self.cfg, self.model, tx, schedule, self.num_classes, shardings,
                                              {"video": bsh, "label": bsh}, repl)
             self._rng = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(self.seed)), repl)
-            t0 = time.perf_counter()
-            self._train = fn.lower(state, self.data, self._rng).compile()
-            self.compile_seconds = time.perf_counter() - t0
+            self._train, self.compile_seconds, _ = compile_timed(fn, state, self.data, self._rng)
         compiled, data, rng = self._train, self.data, self._rng
         return lambda state: compiled(state, data, rng)
 
@@ -137,9 +171,7 @@ class Prepared:
             fn = jax.jit(lambda p, v: model.apply({"params": p}, v, train=False),
                          in_shardings=(self.param_shardings, mesh_lib.batch_sharding(self.mesh)),
                          out_shardings=mesh_lib.replicated(self.mesh))
-            t0 = time.perf_counter()
-            self._forward = fn.lower(self.params, self.data["video"]).compile()
-            self.forward_compile_seconds = time.perf_counter() - t0
+            self._forward, self.forward_compile_seconds, _ = compile_timed(fn, self.params, self.data["video"])
         compiled, params, video = self._forward, self.params, self.data["video"]
         return lambda: compiled(params, video)
 
@@ -194,8 +226,8 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
     device = devices[0]
     if peaks is None:
         peaks = peak_lib.measure_peaks(n=peak_size)
-    dtype_key = "bfloat16" if cfg.train.precision == "bfloat16" else "float32"
-    peak_flops = float(peaks[dtype_key]) * len(devices)
+    dtype_key = peak_dtype(cfg)
+    peak_flops = devices_peak(float(peaks[dtype_key]), devices)
     fwd_flops = model_flops_per_clip(cfg, nc)
 
     result: dict[str, Any] = {
@@ -207,8 +239,8 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
         "backend": jax.default_backend(), "jax": jax.__version__,
         "model_flops_per_clip": fwd_flops, "train_flops_per_clip": TRAIN_FLOPS_PER_FORWARD * fwd_flops,
         "peak_flops": peak_flops, "peak_flops_dtype": dtype_key,
-        "peak_flops_f32": float(peaks["float32"]) * len(devices) if "float32" in peaks else None,
-        "peak_flops_bf16": float(peaks["bfloat16"]) * len(devices) if "bfloat16" in peaks else None,
+        "peak_flops_f32": devices_peak(float(peaks["float32"]), devices) if "float32" in peaks else None,
+        "peak_flops_bf16": devices_peak(float(peaks["bfloat16"]), devices) if "bfloat16" in peaks else None,
         "data": "synthetic, device-resident", "repeats": repeats,
     }
 
@@ -224,7 +256,7 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
             "forward_mfu": mfu(1.0 / per_clip, fwd_flops, peak_flops),
         })
         if not train:
-            result.update(_memory(p._forward, device), train_clips_per_s=None, mfu=None)
+            result.update(memory(p._forward, device), train_clips_per_s=None, mfu=None)
 
     if train:
         step = p.train_step()
@@ -247,7 +279,7 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
             "mfu": mfu(clips, TRAIN_FLOPS_PER_FORWARD * fwd_flops, peak_flops),
             "xla_train_flops_per_step": _xla_flops(p._train),
             "train_inner_steps": n_inner, "train_loss_finite": bool(np.isfinite(loss)),
-        }, **_memory(p._train, device))
+        }, **memory(p._train, device))
     return result
 
 

@@ -51,3 +51,22 @@ def time_stateful(step: Callable[[Any], tuple[Any, Any]], state: Any, *, warmup:
         samples.append((time.perf_counter() - t0) / inner)
     return ({"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples),
              "samples_s": samples}, state)
+
+
+def median_step_seconds(intervals) -> float | None:
+    """The median seconds per step of a training run timed in intervals of (steps, seconds): each step counts
+    at its interval's mean, so a long interval weighs as many steps as it holds. None without timed steps."""
+    per_step = sorted((seconds / steps, steps) for steps, seconds in intervals if steps > 0)
+    total = sum(steps for _, steps in per_step)
+    if not total:
+        return None
+
+    def nth(i):
+        seen = 0
+        for value, steps in per_step:
+            seen += steps
+            if i < seen:
+                return value
+        return per_step[-1][0]
+
+    return (nth((total - 1) // 2) + nth(total // 2)) / 2
