@@ -65,6 +65,26 @@ def test_run_leaves_config_metrics_checkpoints_and_summary(reference):
     assert sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit()) == [4, 8]
 
 
+def test_summary_records_the_runs_perf(reference):
+    from vivit_cli import config
+    from vivit_cli.bench import core
+
+    wd, s = reference
+    p = s["perf"]
+    cfg = config.from_json((wd / "config.json").read_text())
+    # Steps 2..8 are timed: the first compiles. Not a timing assertion, only that the figures hang together.
+    assert p["timed_steps"] == 7 and p["train_clips_per_s"] > 0
+    assert p["train_clips_per_s"] == pytest.approx(8 / (p["train_step_ms"] / 1e3), rel=1e-3)
+    assert p["model_flops_per_clip"] == core.model_flops_per_clip(cfg, 4)
+    # The peak is this process's measurement, or the best kept for this machine when that is higher.
+    assert p["peak_flops_dtype"] == "float32" and p["peak_flops"] >= p["peak_flops_this_run"] > 0
+    assert 0 < p["mfu"] < 1.5
+    assert p["mfu"] == pytest.approx(p["train_clips_per_s"] * 3 * p["model_flops_per_clip"] / p["peak_flops"],
+                                     rel=1e-3)
+    assert p["compile_seconds"] > 0 and p["compile_source"] in ("compiled", "persistent cache")
+    assert p["peak_memory_bytes"] > 0 and p["device"] == s["device"]
+
+
 def test_finished_workdir_is_not_trained_again(reference, capfd):
     wd, s = reference
     before = (wd / "metrics.jsonl").read_text()
