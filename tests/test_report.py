@@ -287,6 +287,54 @@ def test_tubelet_table_has_per_variant_flops_and_says_paper_numbers_are_unconfir
     assert any("no numbers" in n for n in render.footnotes(report("attention-order", tmp_path)))
 
 
+def perf(clips, mfu, gib=0.5, compile_s=3.0, source="compiled"):
+    return {"perf": {"train_clips_per_s": clips, "mfu": mfu, "peak_memory_bytes": gib * 2**30,
+                     "compile_seconds": compile_s, "compile_source": source}}
+
+
+def test_perf_columns_are_loaded_and_averaged_over_seeds(tmp_path):
+    g = "model-variants"
+    write_run(tmp_path, g, "m1a-s0", row=MODEL_1, column=APPEARANCE, seed=0, summary=done(0.5) | perf(100, 0.2))
+    write_run(tmp_path, g, "m1a-s1", row=MODEL_1, column=APPEARANCE, seed=1,
+              summary=done(0.6) | perf(300, 0.4, gib=1.5, compile_s=0.2, source="persistent cache"))
+    write_run(tmp_path, g, "m1m-s0", row=MODEL_1, column=MOTION, seed=0, summary=done(0.4) | perf(9, 0.9))
+    write_run(tmp_path, g, "m2a-s0", row=MODEL_2, column=APPEARANCE, seed=0, summary=done(0.5))  # an older run
+    runs, _ = load_runs(tmp_path)
+    by_id = runs.set_index("run_id")
+    assert by_id.loc["m1a-s1", "train_clips_per_s"] == 300 and by_id.loc["m1a-s1", "peak_memory_gib"] == 1.5
+    assert pd.isna(by_id.loc["m1a-s1", "compile_s"])  # a cache load is not a compile time
+    assert pd.isna(by_id.loc["m2a-s0", "mfu"])
+
+    # Without --perf the table is what it always was.
+    plain = report(g, tmp_path)
+    assert not set(tables.PERF_METRICS) & set(plain.frame.columns)
+    assert not any(n.startswith("Perf:") for n in plain.notes)
+    rep = report(g, tmp_path, perf=True)
+    rec = rep.frame.set_index("row").loc[MODEL_1]
+    # The table's metrics come from its appearance runs: the motion run's figures stay out.
+    assert rec["train_clips_per_s"] == 200 and rec["mfu"] == pytest.approx(0.3)
+    assert rec["peak_memory_gib"] == 1.0 and rec["compile_s"] == 3.0
+    assert math.isnan(rep.frame.set_index("row").loc[MODEL_2, "mfu"])
+    headers, body, _ = render.header_and_rows(rep)
+    assert headers[-9:-5] == ["Train clips/s", "MFU", "Peak memory (GiB)", "Compile (s)"]
+    assert body[0][-9:-5] == ["200.0", "0.300", "1.00", "3.00"] and body[1][-8] == "—"
+    assert any(n.startswith("Perf:") and "Device: cpu." in n and "1 done run(s) have no perf block" in n
+               for n in render.footnotes(rep))
+    data = json.loads(render.to_json(rep))
+    assert data["rows"][0]["metrics"]["mfu"] == pytest.approx(0.3) and data["metrics"]["mfu"] == "MFU"
+
+
+def test_perf_columns_follow_a_per_column_table_and_warn_about_mixed_devices(tmp_path):
+    for col, clips, device in (("Model 1", 10.0, "cpu"), ("Model 2", 20.0, "gpu")):
+        write_run(tmp_path, "tubelet-size", f"{col[-1]}-s0", row="8x2", column=col, seed=0,
+                  summary=done(0.5, device=device) | perf(clips, 0.1))
+    rep = report("tubelet-size", tmp_path, perf=True)
+    rec = rep.frame.set_index("row").loc["8x2"]
+    assert (rec["Model 1_train_clips_per_s"], rec["Model 2_train_clips_per_s"]) == (10.0, 20.0)
+    assert rec["Model 1_gflops"] == 0.5  # the table's own metrics stay first
+    assert any("different devices (cpu, gpu)" in n for n in rep.notes)
+
+
 def test_runs_of_other_tables_and_unknown_tables_are_kept_apart(store):
     write_run(store, "mystery", "q-s0", row="x", column=APPEARANCE, seed=0, summary=done(0.9))
     rep = report("embed-ablation", store)

@@ -50,11 +50,21 @@ def test_table_to_stdout_and_to_files(store, tmp_path, capsys):
     assert json.loads((tmp_path / "exports" / "mv.json").read_text())["cells_total"] == 10
 
 
+def test_perf_flag_adds_the_perf_columns_to_every_format(store, capsys):
+    assert main(["report", "-t", "embed-ablation", "--results", str(store), "--perf", "-f", "csv"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert header[-5:] == ["train_clips_per_s", "mfu", "peak_memory_gib", "compile_s", "Paper K400 top-1"]
+    assert main(["report", "-t", "embed-ablation", "--results", str(store), "--perf", "-f", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| Train clips/s | MFU | Peak memory (GiB) | Compile (s) |" in out and "- Perf: " in out
+
+
 @pytest.mark.parametrize("args,message", [
     (["--table", "nope"], "unknown table 'nope'"),
     (["--table", "model-variants", "--format", "xlsx"], "--format 'xlsx'"),
     (["--table", "model-variants", "--spread", "iqr"], "--spread 'iqr'"),
     (["--plot", "x.png"], "--plot needs --table"),
+    (["--perf"], "--perf needs --table"),
 ])
 def test_bad_options_exit_2_with_one_line(store, capsys, args, message):
     assert main(["report", "--results", str(store), *args]) == 2

@@ -24,6 +24,8 @@ def report_command(
     accuracy: str = typer.Option("top1", "--accuracy",
                                  help="top1, top5 (summary.json), or an eval.json key such as val@4x3[:top5]."),
     stamp: bool = typer.Option(False, "--stamp", help="Markdown/LaTeX: add the date, git commit and results dir."),
+    perf: bool = typer.Option(False, "--perf", help="Add train clips/s, MFU, peak memory and compile time (each "
+                              "run's summary.json perf block, mean over seeds)."),
 ) -> None:
     """Print a paper-style table (mean over seeds ± spread, the paper's numbers beside), or list the tables."""
     from vivit_cli import report as rep
@@ -36,12 +38,14 @@ def report_command(
     if stamp and fmt not in ("markdown", "latex"):
         raise VivitError(f"--stamp applies to --format markdown or latex, not {fmt}")
     if not table:
-        if plot:
-            raise VivitError("--plot needs --table NAME")
+        if plot or perf:
+            raise VivitError(f"{'--plot' if plot else '--perf'} needs --table NAME")
         rows, notes = rep.overview(results)
         _emit(_overview(rows, notes, fmt, results), out)
         return
     specs = [rep.tables.get(name) for name in dict.fromkeys(table)]  # unknown names fail before anything is read
+    if perf:
+        specs = [rep.tables.with_perf(spec) for spec in specs]
     if len(specs) > 1 and (plot or fmt == "csv"):
         raise VivitError(f"{'--plot' if plot else '--format csv'} takes one --table, got {len(specs)}")
     runs, stats = rep.load_runs(results)

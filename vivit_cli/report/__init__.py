@@ -14,9 +14,9 @@ from vivit_cli.report.store import LoadStats, load_runs  # noqa: F401
 __all__ = ["Report", "LoadStats", "tables", "load_runs", "build", "completeness", "report", "overview"]
 
 
-def report(name: str, results_dir: str | os.PathLike = "results", accuracy: str = "top1") -> Report:
-    """The report of table `name` from the run store at `results_dir`."""
-    spec = tables.get(name)
+def report(name: str, results_dir: str | os.PathLike = "results", accuracy: str = "top1", perf: bool = False) -> Report:
+    """The report of table `name` from the run store at `results_dir`; `perf` adds the perf columns."""
+    spec = tables.with_perf(tables.get(name)) if perf else tables.get(name)
     runs, stats = load_runs(results_dir)
     return build(spec, runs, stats, accuracy=accuracy)
 

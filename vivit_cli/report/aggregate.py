@@ -146,7 +146,26 @@ def _metric_values(metric: str, runs) -> float:
         return _mean(runs["params"]) / 1e6
     if metric == "runtime":
         return _mean([runtime_ms(r) for _, r in runs.iterrows()])
+    if metric in tables.PERF_METRICS:
+        return _mean(runs[metric])
     raise ValueError(metric)
+
+
+def perf_note(devices: list[str], without: int = 0) -> str:
+    """What the perf columns measure: they are only comparable between runs on the same device."""
+    note = ("Perf: each run's summary.json perf block, mean over the runs (seeds) behind a figure. Train clips/s: "
+            "median of the run's timed steps (the compiling first step, eval and checkpoints excluded; the input "
+            "pipeline included). MFU: 3 x forward FLOPs x clips/s over the matmul peak measured on the run's device "
+            "in its precision. Peak memory: the device allocator's peak where it has one, else XLA's buffer "
+            "assignment of the train step. Compile: the train step's XLA compile (loads from the persistent cache "
+            "left out).")
+    if len(devices) > 1:
+        note += f" These runs ran on different devices ({', '.join(devices)}): compare like with like."
+    elif devices:
+        note += f" Device: {devices[0]}."
+    if without:
+        note += f" {without} done run(s) have no perf block (trained before runs recorded one)."
+    return note
 
 
 def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accuracy: str = "top1") -> Report:
@@ -193,6 +212,8 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
     if odd_rows or odd_columns:
         names = ", ".join(repr(x) for x in odd_rows + odd_columns)
         notes.append(f"labels not among this table's rows/columns (check the grid's cell.json labels): {names}")
+    if any(m in tables.PERF_METRICS for m in spec.metrics):
+        notes.append(perf_note(devices, int(done_runs[list(tables.PERF_METRICS)].isna().all(axis=1).sum())))
     if spec.paper_note:
         notes.append(spec.paper_note)
     return Report(spec=spec, rows=rows, display_rows=display_rows, columns=columns, cells=cells, frame=frame, runs=runs, devices=devices,

@@ -17,7 +17,8 @@ from vivit_cli.report import tables
 
 # One row of `load_runs`'s DataFrame, in this column order.
 RUN_COLUMNS = ("grid", "run_id", "table", "cell", "row", "column", "seed", "status", "top1", "top5", "params",
-               "gflops", "forward_ms_per_clip", "device", "steps", "train_seconds", "error", "eval", "mtime", "path")
+               "gflops", "forward_ms_per_clip", "device", "steps", "train_seconds", "error", "eval", "mtime", "path",
+               *tables.PERF_METRICS)
 
 DONE, FAILED, RUNNING = "done", "failed", "running"
 
@@ -48,6 +49,17 @@ def _float(value):
         return None if value is None or isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         return None
+
+
+def _perf_columns(summary: dict) -> dict:
+    """The report's perf columns from summary.json's `perf` block (runs trained before it have none)."""
+    perf = summary.get("perf") if isinstance(summary.get("perf"), dict) else {}
+    memory = _float(perf.get("peak_memory_bytes"))
+    # A load from the persistent compilation cache takes a fraction of a compile: averaging the two says nothing.
+    compiled = perf.get("compile_source") != "persistent cache"
+    return {"train_clips_per_s": _float(perf.get("train_clips_per_s")), "mfu": _float(perf.get("mfu")),
+            "peak_memory_gib": None if memory is None else memory / 2**30,
+            "compile_s": _float(perf.get("compile_seconds")) if compiled else None}
 
 
 def _first_line(text) -> str | None:
@@ -99,6 +111,7 @@ def _run_record(grid: str, run_dir: Path, cell: dict) -> dict:
         "eval": evals if isinstance(evals, dict) else {},
         "mtime": mtime,
         "path": str(run_dir),
+        **_perf_columns(summary),
     }
 
 

@@ -7,7 +7,7 @@ Numbers come from /work/shared/reference/paper_tables.md (arXiv v2 and the ICCV 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Columns: the task a run was trained on. The appearance task plays Kinetics 400, the motion task Epic Kitchens.
 APPEARANCE = "appearance"
@@ -75,7 +75,13 @@ METRICS = {
     "gflops": "GFLOPs",
     "params": "Params (M)",
     "runtime": "Runtime (ms/clip)",
+    # The perf block of each run's summary.json, shown by `vivit report --perf`.
+    "train_clips_per_s": "Train clips/s",
+    "mfu": "MFU",
+    "peak_memory_gib": "Peak memory (GiB)",
+    "compile_s": "Compile (s)",
 }
+PERF_METRICS = ("train_clips_per_s", "mfu", "peak_memory_gib", "compile_s")
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,11 @@ _add(TableSpec(
                        {REG_BASE: 38.4, REG_INIT: 39.6, REG_STOCHASTIC_DEPTH: 40.2, REG_RANDAUGMENT: 41.1,
                         REG_LABEL_SMOOTHING: 43.1, REG_MIXUP: 43.7}),),
 ))
+
+
+def with_perf(spec: TableSpec) -> TableSpec:
+    """`spec` with the perf columns after its own metrics, laid out as those are (per row or per column)."""
+    return replace(spec, metrics=spec.metrics + tuple(m for m in PERF_METRICS if m not in spec.metrics))
 
 
 def get(name: str) -> TableSpec:
