@@ -38,11 +38,16 @@ SIZES = {
     "tiny": (["model.size=tiny", "data.frames=16", "data.crop=32", "model.tubelet=2x8x8"], 1.3, None),
     "S": (["model.size=S", "data.frames=16", "data.crop=112", "model.tubelet=2x16x16"], 1.6, 0.55),
 }
+# The PyTorch side's optimizer (AdamW, wd 0.05, clip 1.0), on our side too: the same update on both.
+SAME_OPTIMIZER = ["train.optimizer=adamw", "train.weight_decay=0.05", "train.grad_clip=1.0"]
 VIVIT_B = ["model.size=B", "data.frames=32", "data.crop=224", "model.tubelet=2x16x16"]
 VARIANT_NAMES = {"spatio_temporal": "Model 1: spatio-temporal", "factorised_encoder": "Model 2: factorised encoder",
                  "factorised_self_attention": "Model 3: factorised self-attention",
                  "factorised_dot_product": "Model 4: factorised dot-product"}
-BEGIN, END = "<!-- vs_pytorch:begin -->", "<!-- vs_pytorch:end -->"
+def markers(precision: str) -> tuple[str, str]:
+    """Each precision has its own block in RESULTS.md (float32 keeps the original markers)."""
+    tag = "vs_pytorch" if precision == "float32" else f"vs_pytorch_{precision}"
+    return f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
 
 
 def torch_model(cfg, num_classes: int):
@@ -63,15 +68,22 @@ def torch_model(cfg, num_classes: int):
     return model, opt, model.config._attn_implementation
 
 
-def torch_step_fn(model, opt, video: np.ndarray, labels: np.ndarray):
+def torch_step_fn(model, opt, video: np.ndarray, labels: np.ndarray, precision: str = "float32"):
+    import contextlib
+
     import torch
 
     pixels = torch.from_numpy(np.ascontiguousarray(video.transpose(0, 1, 4, 2, 3)))  # [B, T, C, H, W]
     target = torch.from_numpy(labels.astype(np.int64))
+    # bf16: PyTorch's own mixed precision (f32 params, bf16 matmuls through oneDNN), the counterpart of ours.
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bfloat16" \
+        else contextlib.nullcontext
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits, target)
+        with autocast():
+            logits = model(pixel_values=pixels).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), target)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -87,7 +99,8 @@ def time_block(fn, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def compare_size(name: str, rounds: int, batch: int, num_classes: int, budget_s: float) -> dict:
+def compare_size(name: str, rounds: int, batch: int, num_classes: int, budget_s: float,
+                 precision: str = "float32") -> dict:
     import jax
     import torch
 
@@ -95,7 +108,7 @@ def compare_size(name: str, rounds: int, batch: int, num_classes: int, budget_s:
     from vivit_cli.bench import core, peak
 
     sets, target_ratio, target_mfu = SIZES[name]
-    cfg = config.build(sets)
+    cfg = config.build(sets + SAME_OPTIMIZER + [f"train.precision={precision}"])
     prep = core.prepare(cfg, batch_size=batch, num_classes=num_classes)
     step = prep.train_step()
     state = [prep.train_state()]
@@ -115,7 +128,7 @@ def compare_size(name: str, rounds: int, batch: int, num_classes: int, budget_s:
     tmodel, topt, attn = torch_model(cfg, num_classes)
     video = np.asarray(jax.device_get(prep.data["video"]))
     labels = np.asarray(jax.device_get(prep.data["label"]))
-    tstep = torch_step_fn(tmodel, topt, video, labels)
+    tstep = torch_step_fn(tmodel, topt, video, labels, precision)
     torch.manual_seed(0)
 
     # Warm-up both (compilation, allocator, thread pools), then size the blocks to ~budget_s each.
@@ -128,7 +141,7 @@ def compare_size(name: str, rounds: int, batch: int, num_classes: int, budget_s:
     rows = []
     for r in range(rounds):
         load = os.getloadavg()[0]
-        p32 = peak.matmul_flops_per_s("float32", repeats=3)["flops_per_s"]
+        p32 = peak.matmul_flops_per_s(precision, repeats=3, accumulate_f32=precision == "bfloat16")["flops_per_s"]
         if r % 2 == 0:
             t_ours = ours_block(n_ours)
             t_torch = time_block(tstep, n_torch)
@@ -139,10 +152,10 @@ def compare_size(name: str, rounds: int, batch: int, num_classes: int, budget_s:
                      "ratio": t_torch / t_ours, "peak_f32": p32, "load": load,
                      "ours_mfu": batch / t_ours * flops / p32, "torch_mfu": batch / t_torch * flops / p32})
         print(f"  [{name}] round {r + 1}/{rounds}: ours {batch / t_ours:7.2f} clips/s  torch {batch / t_torch:7.2f}"
-              f"  ratio {t_torch / t_ours:.2f}  ours MFU {rows[-1]['ours_mfu']:.2f}  f32 peak {p32 / 1e9:.0f} GFLOP/s"
+              f"  ratio {t_torch / t_ours:.2f}  ours MFU {rows[-1]['ours_mfu']:.2f}  {precision} peak {p32 / 1e9:.0f} GFLOP/s"
               f"  load {load:.1f}", flush=True)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    return {"size": name, "config": sets, "batch": batch, "num_classes": num_classes, "torch_attention": attn,
+    return {"size": name, "config": sets, "precision": precision, "batch": batch, "num_classes": num_classes, "torch_attention": attn,
             "torch_threads": torch.get_num_threads(), "rounds": rows, "median": med,
             "target_ratio": target_ratio, "target_mfu": target_mfu,
             "ratio_met": med["ratio"] >= target_ratio,
@@ -210,9 +223,12 @@ def machine() -> dict:
             "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def render(mach: dict, sizes: list[dict], vb: dict | None, load_before, load_after) -> str:
+def render(mach: dict, sizes: list[dict], vb: dict | None, load_before, load_after, precision: str = "float32") -> str:
     ok = lambda b: "met" if b else "**not met**"  # noqa: E731
-    lines = [BEGIN, "## CPU: ours vs Hugging Face PyTorch ViViT (`benchmarks/vs_pytorch.py`)", "",
+    begin, end = markers(precision)
+    title = "" if precision == "float32" else (
+        ", bfloat16 (ours: bf16 x bf16 -> f32 products, f32 activations; PyTorch: `torch.autocast` bf16)")
+    lines = [begin, f"## CPU: ours vs Hugging Face PyTorch ViViT (`benchmarks/vs_pytorch.py`){title}", "",
              f"- Date: {mach['date']}",
              f"- Machine: {mach['cpu']}, {mach['cores']} cores ({', '.join(mach['isa'])}), shared with other jobs",
              f"- Load average (1 min) before / after: {load_before:.2f} / {load_after:.2f}",
@@ -220,11 +236,11 @@ def render(mach: dict, sizes: list[dict], vb: dict | None, load_before, load_aft
              f"optax {mach['optax']}, torch {mach['torch']}, transformers {mach['transformers']}",
              f"- XLA_FLAGS: `{mach['xla_flags'] or '(none)'}`", ""]
     if sizes:
-        lines += ["Training step, batch 8, model 1, float32, same config both sides; medians over interleaved rounds "
-                  "(ratio = median of per-round ratios; MFU = 3 x forward FLOPs x clips/s / f32 matmul peak "
-                  "measured in each round).", "",
+        lines += [f"Training step, batch 8, model 1, {precision}, same config and optimizer (AdamW) both sides; medians "
+                  f"over interleaved rounds (ratio = median of per-round ratios; MFU = 3 x forward FLOPs x clips/s / "
+                  f"{precision} matmul peak measured in each round).", "",
                   "| size | config | ours clips/s | PyTorch clips/s | ratio (target) | ours MFU (target) | PyTorch MFU "
-                  "| f32 peak GFLOP/s | rounds |",
+                  f"| {precision} peak GFLOP/s | rounds |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for s in sizes:
             m = s["median"]
@@ -244,16 +260,17 @@ def render(mach: dict, sizes: list[dict], vb: dict | None, load_before, load_aft
                          f"{vb['ratio_to_model1'][v]:.2f} |")
         lines += ["", f"Targets: model 2 <= 0.35x model 1: {ok(vb['model2_ratio_met'])}; models 3 and 4 faster than "
                       f"model 1: {ok(vb['models34_faster_met'])}.", ""]
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines)
 
 
-def write_results(path: Path, block: str) -> None:
+def write_results(path: Path, block: str, precision: str = "float32") -> None:
     from vivit_cli.io import atomic_write_text
 
     old = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the scripts in `benchmarks/`.\n"
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    begin, end = markers(precision)
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
     atomic_write_text(path, new)
@@ -265,6 +282,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--block-seconds", type=float, default=3.0, help="time per side per round")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                    help="both sides: f32, or bf16 mixed precision (ours: train.precision=bfloat16, PyTorch: autocast)")
     ap.add_argument("--num-classes", type=int, default=10)
     ap.add_argument("--vivit-b", action=argparse.BooleanOptionalAction, default=True,
                     help="also time ViViT-B models 1-4 forward at 32x224x224 (slow on a CPU)")
@@ -282,10 +301,11 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     mach = machine()
     print(f"{mach['cpu']}, {mach['cores']} cores, load {load_before:.2f}", flush=True)
-    sizes = [compare_size(n, args.rounds, args.batch, args.num_classes, args.block_seconds) for n in names]
+    sizes = [compare_size(n, args.rounds, args.batch, args.num_classes, args.block_seconds, args.precision)
+             for n in names]
     vb = vivit_b_forward(args.vivit_b_repeats, 1) if args.vivit_b else None
     load_after = os.getloadavg()[0]
-    block = render(mach, sizes, vb, load_before, load_after)
+    block = render(mach, sizes, vb, load_before, load_after, args.precision)
     print(block)
     if args.json:
         from vivit_cli.io import atomic_write_json
@@ -293,7 +313,7 @@ def main(argv=None) -> int:
         atomic_write_json(args.json, {"machine": mach, "sizes": sizes, "vivit_b_forward": vb,
                                       "load_before": load_before, "load_after": load_after})
     if not args.no_write:
-        write_results(Path(args.out), block)
+        write_results(Path(args.out), block, args.precision)
     return 0
 
 

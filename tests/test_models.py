@@ -286,3 +286,57 @@ def test_cudnn_refusal_is_recorded_not_silent(monkeypatch):
     monkeypatch.setenv("VIVIT_ATTENTION", "cudnn")
     with pytest.raises((NotImplementedError, RuntimeError, ValueError)):
         L.fused_attention(q, q, q)
+
+
+def test_cpu_bfloat16_mode_is_bf16_matmuls_with_f32_activations():
+    # On a CPU, precision=bfloat16 means bf16 x bf16 -> f32 products (AVX512-BF16 runs them at ~2x f32) with f32
+    # activations; the forward and the gradients must stay close to the f32 model's.
+    cfg32 = config.build(SMALL)
+    cfg16 = config.build(SMALL + ["train.precision=bfloat16"])
+    assert models.compute_dtypes(cfg16, "cpu") == (jnp.float32, jnp.bfloat16)
+    assert models.compute_dtypes(cfg16, "gpu") == (jnp.bfloat16, None)
+    assert models.compute_dtypes(cfg32, "cpu") == (jnp.float32, None)
+    params = _perturb(models.init_params(cfg32, 5, jax.random.key(0)), jax.random.key(1))
+    video = jax.random.uniform(jax.random.key(2), (2, 8, 16, 16, 3), minval=-1, maxval=1)
+
+    def loss(cfg):
+        model = models.build_model(cfg, 5)
+        return lambda p: jnp.sum(model.apply({"params": p}, video, train=False) ** 2)
+
+    l32, g32 = jax.value_and_grad(loss(cfg32))(params)
+    l16, g16 = jax.value_and_grad(loss(cfg16))(params)
+    assert abs(float(l16) - float(l32)) <= 0.03 * abs(float(l32)) + 1e-3
+    assert {b.dtype for b in jax.tree_util.tree_leaves(g16)} == {jnp.dtype("float32")}
+    # Over the whole gradient (single leaves whose f32 gradient is ~0, e.g. biases a LayerNorm cancels, only
+    # show bf16 rounding noise).
+    flat32, flat16 = (jnp.concatenate([a.ravel() for a in jax.tree_util.tree_leaves(g)]) for g in (g32, g16))
+    assert float(jnp.linalg.norm(flat16 - flat32)) <= 0.05 * float(jnp.linalg.norm(flat32))
+    # Every product of the forward and backward pass is bf16 x bf16 -> f32, none f32 x f32.
+    import re
+
+    hlo = jax.jit(jax.grad(loss(cfg16))).lower(params).as_text()
+    dots = re.findall(r"stablehlo.dot_general.*?: \((tensor<[^>]*>), (tensor<[^>]*>)\) -> (tensor<[^>]*>)", hlo)
+    assert dots and all(a.endswith("xbf16>") and b.endswith("xbf16>") and o.endswith("xf32>") for a, b, o in dots), dots
+
+
+def test_bf16_matmul_and_attention_gradients_match_their_definition():
+    x = jax.random.normal(jax.random.key(0), (3, 5, 12))
+    w = jax.random.normal(jax.random.key(1), (12, 2, 4))
+    g = jax.random.normal(jax.random.key(2), (3, 5, 2, 4))
+
+    def ref(x, w):  # the same products, differentiated by JAX in f32 on bf16-rounded operands
+        r = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
+        return jnp.einsum("abk,kcd->abcd", r(x), r(w))
+
+    got = jax.vjp(lambda x, w: L.matmul(x, w, jnp.float32, jnp.bfloat16), x, w)
+    want = jax.vjp(ref, x, w)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(got[1](g), want[1](g)):
+        np.testing.assert_allclose(a, b, rtol=0.02, atol=0.05)
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 7, 2, 8)) * 0.5 for i in range(3))
+    w = jax.random.normal(jax.random.key(9), (2, 7, 2, 8))
+    fwd32 = lambda q, k, v: jnp.sum(jax.nn.dot_product_attention(q, k, v, scale=1.0) * w)  # noqa: E731
+    fwd16 = lambda q, k, v: jnp.sum(L.bf16_attention(q, k, v) * w)  # noqa: E731
+    np.testing.assert_allclose(fwd16(q, k, v), fwd32(q, k, v), rtol=0.02, atol=0.05)
+    for a, b in zip(jax.grad(fwd16, (0, 1, 2))(q, k, v), jax.grad(fwd32, (0, 1, 2))(q, k, v)):
+        assert float(jnp.linalg.norm(a - b)) <= 0.03 * float(jnp.linalg.norm(b)) + 1e-3

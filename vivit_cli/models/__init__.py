@@ -50,17 +50,31 @@ def compute_dtype(cfg: Config):
     return jnp.bfloat16 if cfg.train.precision == "bfloat16" else jnp.float32
 
 
+def compute_dtypes(cfg: Config, backend: str | None = None):
+    """(activation dtype, matmul operand dtype or None). bfloat16 means bf16 activations and matmuls on
+    accelerators; on a CPU, f32 activations with bf16 matmul operands accumulated in f32, the only bf16 form
+    that CPUs run faster than f32 (layers.dot_general_for)."""
+    import jax
+    import jax.numpy as jnp
+
+    dtype = compute_dtype(cfg)
+    if dtype == jnp.bfloat16 and (backend or jax.default_backend()) == "cpu":
+        return jnp.float32, jnp.bfloat16
+    return dtype, None
+
+
 def build_model(cfg: Config, num_classes: int):
     from .vivit import ViViT
 
     m = cfg.model
+    dtype, matmul_dtype = compute_dtypes(cfg)
     return ViViT(
         num_classes=num_classes, variant=m.variant, hidden=m.hidden, layers=m.layers, heads=m.heads, mlp=m.mlp,
         patch=parse_tubelet(m.tubelet), embedding=m.embedding, sampled_frames=m.sampled_frames,
         classifier=m.classifier, temporal_layers=m.temporal_layers, attention_order=m.attention_order,
         dropout=m.dropout, attention_dropout=m.attention_dropout, stochastic_depth=m.stochastic_depth,
         temporal_zero_init=m.temporal_zero_init, kernel_init=_kernel_init(m.init, m.embedding),
-        dtype=compute_dtype(cfg), remat=m.remat)
+        dtype=dtype, matmul_dtype=matmul_dtype, remat=m.remat)
 
 
 def input_shape(cfg: Config, batch: int = 1) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ All attention goes through `jax.nn.dot_product_attention`, which picks cuDNN's f
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -15,6 +16,99 @@ import jax.numpy as jnp
 
 Dtype = Any
 LN_EPS = 1e-6  # the reference's LayerNorm epsilon; checkpoints are trained with it
+
+
+@jax.custom_vjp
+def _mm_bf16(x, w):
+    """x [M, K] @ w [K, N] with bf16 operands and f32 accumulation, forward and backward. Autodiff of the plain
+    dot would feed the f32 cotangent into f32 x bf16 dots, which run at the f32 rate; here every dot is bf16."""
+    return jnp.dot(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+
+
+def _mm_bf16_fwd(x, w):
+    x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    # Zero-size arrays carry the primal dtypes (residuals must be arrays): the cotangents go back in them.
+    return jnp.dot(x16, w16, preferred_element_type=jnp.float32), (x16, w16, jnp.zeros(0, x.dtype), jnp.zeros(0, w.dtype))
+
+
+def _mm_bf16_bwd(res, g):
+    x16, w16, x_like, w_like = res
+    g16 = g.astype(jnp.bfloat16)
+    dx = jnp.dot(g16, w16.T, preferred_element_type=jnp.float32).astype(x_like.dtype)
+    dw = jnp.dot(x16.T, g16, preferred_element_type=jnp.float32).astype(w_like.dtype)
+    return dx, dw
+
+
+_mm_bf16.defvjp(_mm_bf16_fwd, _mm_bf16_bwd)
+
+
+def matmul(x, w, dtype: Dtype, matmul_dtype: Dtype | None, contract: int = 1):
+    """x [..., K1..Kc] against w [K1..Kc, N1..] (c = `contract`): the contraction of every projection in the model (Dense, the
+    fused q/k/v, the output projection, the tubelet embedding). `matmul_dtype=bf16` is the CPU's bf16 mode: bf16
+    operands, f32 accumulation and result. CPUs with AVX512-BF16 run that at about 2x their f32 rate, while a
+    bf16 -> bf16 dot runs no faster than f32 there (benchmarks/RESULTS.md), so on a CPU activations stay f32."""
+    c = contract
+    lead, k_shape, n_shape = x.shape[:x.ndim - c], w.shape[:c], w.shape[c:]
+    k = math.prod(k_shape)
+    x2, w2 = x.reshape((-1, k)), w.reshape((k, -1))
+    if matmul_dtype is None:
+        y = jnp.dot(x2.astype(dtype), w2.astype(dtype))
+    else:
+        y = _mm_bf16(x2, w2)
+    return y.reshape(lead + n_shape)
+
+
+def _bf16(*arrays):
+    return tuple(a.astype(jnp.bfloat16) for a in arrays)
+
+
+def _einsum32(spec, a, b):
+    return jnp.einsum(spec, *_bf16(a, b), preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def bf16_attention(q, k, v):
+    """softmax(q k^T) v over [B, N, H, dh], q pre-scaled: the CPU's bf16 mode (see `matmul`) for attention, with
+    the backward written out so its four products are bf16 x bf16 -> f32 as well. Softmax stays f32."""
+    return _bf16_attention_fwd(q, k, v)[0]
+
+
+def _bf16_attention_fwd(q, k, v):
+    p = jax.nn.softmax(_einsum32("bqhd,bkhd->bhqk", q, k), axis=-1)
+    out = _einsum32("bhqk,bkhd->bqhd", p, v).astype(q.dtype)
+    return out, (q, k, v, p.astype(jnp.bfloat16))
+
+
+def _bf16_attention_bwd(res, g):
+    q, k, v, p16 = res
+    dv = _einsum32("bhqk,bqhd->bkhd", p16, g)
+    dp = _einsum32("bqhd,bkhd->bhqk", g, v)
+    p = p16.astype(jnp.float32)
+    ds = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True))
+    dq = _einsum32("bhqk,bkhd->bqhd", ds, k)
+    dk = _einsum32("bhqk,bqhd->bkhd", ds, q)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+bf16_attention.defvjp(_bf16_attention_fwd, _bf16_attention_bwd)
+
+
+def dot_general_for(matmul_dtype: Dtype | None):
+    """A Flax `dot_general` that routes its contraction (trailing axes of x with leading axes of the kernel, no
+    batch axes: every Dense here) through `matmul`; anything else goes to lax untouched."""
+    if matmul_dtype is None:
+        return jax.lax.dot_general
+
+    def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
+        (lc, rc), (lb, rb) = dimension_numbers
+        c = len(lc)
+        if lb or rb or tuple(lc) != tuple(range(lhs.ndim - c, lhs.ndim)) or tuple(rc) != tuple(range(c)):
+            return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                                       preferred_element_type=preferred_element_type, **kw)
+        out = matmul(lhs, rhs, jnp.float32, matmul_dtype, contract=c)
+        return out if preferred_element_type is None else out.astype(preferred_element_type)
+
+    return dot_general
 
 
 def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
@@ -55,6 +149,7 @@ class MultiHeadAttention(nn.Module):
     attention_dropout: float = 0.0
     zero_init_out: bool = False
     factorised: tuple[int, int] | None = None
+    matmul_dtype: Dtype | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -66,9 +161,9 @@ class MultiHeadAttention(nn.Module):
         # into q's kernel and bias ([D, H, dh], tiny) instead of multiplying the [.., H, N, N] logits.
         scale = 1.0 / float(dh) ** 0.5
         (kq, bq), (kk, bk), (kv, bv) = (_ProjectionParams((h, dh), name=n)(d) for n in ("query", "key", "value"))
-        kernel = jnp.concatenate([kq * scale, kk, kv], axis=1).astype(self.dtype)  # [D, 3H, dh]
+        kernel = jnp.concatenate([kq * scale, kk, kv], axis=1)  # [D, 3H, dh]
         bias = jnp.concatenate([bq * scale, bk, bv], axis=0).astype(self.dtype)  # [3H, dh]
-        qkv = jnp.einsum("...d,dhk->...hk", x.astype(self.dtype), kernel) + bias  # [..., N, 3H, dh]
+        qkv = matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype) + bias  # [..., N, 3H, dh]
         q, k, v = qkv[..., :h, :], qkv[..., h:2 * h, :], qkv[..., 2 * h:, :]
         if self.factorised is None:
             out = self._attend(q, k, v, train)
@@ -76,7 +171,8 @@ class MultiHeadAttention(nn.Module):
             out = self._attend_factorised(q, k, v, train)
         # DenseGeneral hands its initialiser the kernel flattened to [fan_in, fan_out].
         out_init = nn.initializers.zeros if self.zero_init_out else nn.initializers.xavier_uniform()
-        return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out", kernel_init=out_init)(out)
+        return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out", kernel_init=out_init,
+                               dot_general=dot_general_for(self.matmul_dtype))(out)
 
     def _attend(self, q, k, v, train):
         lead = q.shape[:-3]
@@ -88,6 +184,8 @@ class MultiHeadAttention(nn.Module):
             w = jax.nn.softmax(logits.astype(jnp.float32)).astype(q.dtype)
             w = nn.Dropout(self.attention_dropout, deterministic=False)(w)
             out = jnp.einsum("bhqk,bkhd->bqhd", w, v)
+        elif self.matmul_dtype is not None:
+            out = bf16_attention(q, k, v)
         else:
             out = fused_attention(q, k, v)
         return out.reshape(lead + (n, h, dh))
@@ -170,11 +268,13 @@ class MlpBlock(nn.Module):
     mlp_dim: int
     dtype: Dtype = jnp.float32
     dropout: float = 0.0
+    matmul_dtype: Dtype | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool):
         d = x.shape[-1]
         dense = lambda f, name: nn.Dense(f, dtype=self.dtype, name=name,  # noqa: E731
+                                         dot_general=dot_general_for(self.matmul_dtype),
                                          kernel_init=nn.initializers.xavier_uniform(),
                                          bias_init=nn.initializers.normal(stddev=1e-6))
         y = dense(self.mlp_dim, "Dense_0")(x)
@@ -203,16 +303,17 @@ class EncoderBlock(nn.Module):
     attention_dropout: float = 0.0
     droplayer: float = 0.0
     factorised: tuple[int, int] | None = None
+    matmul_dtype: Dtype | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):  # positional: nn.remat marks it static
         y = layer_norm("LayerNorm_0", self.dtype)(x)
         y = MultiHeadAttention(self.num_heads, self.dtype, self.attention_dropout, factorised=self.factorised,
-                               name="MultiHeadDotProductAttention_0")(y, train=train)
+                               matmul_dtype=self.matmul_dtype, name="MultiHeadDotProductAttention_0")(y, train=train)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
         x = x + drop_path(y, self.droplayer, train, self)
         y = layer_norm("LayerNorm_1", self.dtype)(x)
-        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout, name="MlpBlock_0")(y, train=train)
+        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout, self.matmul_dtype, name="MlpBlock_0")(y, train=train)
         return x + drop_path(y, self.droplayer, train, self)
 
 
@@ -232,6 +333,7 @@ class FactorisedSelfAttentionBlock(nn.Module):
     attention_dropout: float = 0.0
     droplayer: float = 0.0
     temporal_zero_init: bool = True
+    matmul_dtype: Dtype | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):  # positional: nn.remat marks it static
@@ -245,13 +347,14 @@ class FactorisedSelfAttentionBlock(nn.Module):
                 y = y.reshape(b, t, s, d)
             y = MultiHeadAttention(self.num_heads, self.dtype, self.attention_dropout,
                                    zero_init_out=(axis == "time" and self.temporal_zero_init),
+                                   matmul_dtype=self.matmul_dtype,
                                    name=f"MultiHeadDotProductAttention_{axis}")(y, train=train)
             if axis == "time":
                 y = y.transpose(0, 2, 1, 3)
             y = nn.Dropout(self.dropout)(y.reshape(b, n, d), deterministic=not train)
             x = x + drop_path(y, self.droplayer, train, self)
         y = layer_norm("LayerNorm_mlp", self.dtype)(x)
-        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout, name="MlpBlock")(y, train=train)
+        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout, self.matmul_dtype, name="MlpBlock")(y, train=train)
         return x + drop_path(y, self.droplayer, train, self)
 
 

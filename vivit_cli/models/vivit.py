@@ -41,6 +41,7 @@ class TokenEmbedding(nn.Module):
     two_d: bool = False
     kernel_init: Any = nn.initializers.lecun_normal()
     dtype: Dtype = jnp.float32
+    matmul_dtype: Dtype | None = None
 
     @nn.compact
     def __call__(self, x):
@@ -53,7 +54,8 @@ class TokenEmbedding(nn.Module):
         x = x[:, : nt * ft, : nh * fh, : nw * fw]
         x = x.reshape(b, nt, ft, nh, fh, nw, fw, C).transpose(0, 1, 3, 5, 2, 4, 6, 7)
         x = x.reshape(b, nt, nh * nw, ft * fh * fw * C)
-        return jnp.dot(x, kernel.astype(self.dtype)) + bias.astype(self.dtype)  # [B, nt, s, D]
+        x = L.matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype)
+        return x + bias.astype(self.dtype)  # [B, nt, s, D]
 
 
 class ViViT(nn.Module):
@@ -77,6 +79,7 @@ class ViViT(nn.Module):
     temporal_zero_init: bool = True
     kernel_init: Any = nn.initializers.lecun_normal()
     dtype: Dtype = jnp.float32
+    matmul_dtype: Dtype | None = None  # bf16 on CPUs: see layers.dot_general_for
     remat: bool = False
 
     def _block_cls(self, cls):
@@ -85,7 +88,8 @@ class ViViT(nn.Module):
 
     def _encoder(self, name, layers, factorised=None, grid=None):
         def make_block(i, block_name):
-            common = dict(num_heads=self.heads, mlp_dim=self.mlp, dtype=self.dtype, dropout=self.dropout,
+            common = dict(num_heads=self.heads, mlp_dim=self.mlp, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
+                          dropout=self.dropout,
                           attention_dropout=self.attention_dropout,
                           droplayer=L.droplayer_rate(i, layers, self.stochastic_depth), name=block_name)
             if grid is not None:
@@ -109,7 +113,8 @@ class ViViT(nn.Module):
         if self.embedding == "uniform_frame" and self.sampled_frames:
             x = x[:, sampled_frame_indices(x.shape[1], self.sampled_frames)]
         x = TokenEmbedding(self.hidden, self.patch, two_d=self.embedding == "uniform_frame",
-                           kernel_init=self.kernel_init, dtype=self.dtype, name="embedding")(x)
+                           kernel_init=self.kernel_init, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
+                           name="embedding")(x)
         b, nt, s, d = x.shape
 
         if self.variant == "factorised_encoder":
@@ -136,7 +141,7 @@ class ViViT(nn.Module):
             x = pool(encoder(x, train=train))
 
         logits = nn.Dense(self.num_classes, name="output_projection", kernel_init=nn.initializers.zeros,
-                          dtype=self.dtype)(x)
+                          dtype=self.dtype, dot_general=L.dot_general_for(self.matmul_dtype))(x)
         return logits.astype(jnp.float32)
 
 
