@@ -278,6 +278,29 @@ def test_states_from_the_run_store(tmp_path):
         holder.wait()
 
 
+def test_status_lists_planned_cells_that_never_started(tmp_path):
+    # A sweep interrupted before some cells started: `vivit status GRID` still shows the whole grid.
+    from vivit_cli.sweep import store as st
+
+    results = tmp_path / "results"
+    p = plan("attention-order", preset="smoke")
+    store = st.RunStore(str(results))
+    store.record_plan(p.jobs)
+    first, *rest = [j for j in p.jobs if j.kind == "train"]
+    _fake_run(results / "attention-order" / first.run_id, {"status": "done", "top1": 0.5})
+    r = vivit("status", "attention-order", "--results", str(results), "--json")
+    assert r.returncode == 0, r.stderr
+    got = {row["run_id"]: (row["state"], row["row"]) for row in json.loads(r.stdout)["runs"]}
+    assert got == {first.run_id: ("done", None), **{j.run_id: ("new", j.labels["row"]) for j in rest}}
+    everything = json.loads(vivit("status", "--results", str(results), "--json").stdout)
+    assert everything["counts"] == {"done": 1, "new": len(p.jobs) - 1}  # the planned dependency's grid too
+    # A second sweep with another seed adds to the plan instead of replacing it.
+    p2 = plan("attention-order", preset="smoke", seeds=2)
+    store.record_plan(p2.jobs)
+    assert {c["run_id"] for c in store.planned("attention-order")} == {j.run_id for j in p2.jobs
+                                                                       if j.grid == "attention-order"}
+
+
 # ---- TPU backend ------------------------------------------------------------------------------------
 
 EVIL = ["data.data_dir=/tmp/x; touch {pwned} #", "run.wandb_project=$(touch {pwned})`touch {pwned}`'\"",

@@ -106,6 +106,7 @@ def row_for(job: Job) -> Row:
 def run(plan: Plan, store: st.RunStore, backend: Backend, *, parallel: int = 1, wandb: str | None = None,
         poll: float = 0.5, live: bool | None = None) -> SweepResult:
     slots = [_Slot(job, row_for(job)) for job in plan.jobs]
+    store.record_plan(plan.jobs)
     by_id = {}
     for s in slots:
         by_id.setdefault(s.job.run_id, []).append(s)

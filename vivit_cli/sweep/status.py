@@ -16,20 +16,27 @@ def collect(results: str, grid: str | None = None) -> list[dict]:
     if not root.is_dir():
         raise VivitError(f"results dir {results!r} does not exist (run `vivit sweep GRID` first, or pass --results)")
     if grid:
-        if not (root / grid).is_dir():
+        if not (root / grid).is_dir() and not store.planned(grid):
             raise VivitError(f"no runs of grid {grid!r} under {results}")
         folders = [root / grid]
     else:
-        folders = sorted((g for g in root.iterdir() if g.is_dir() and g.name[:1] != "."), key=lambda g: g.name)
+        plans = root / ".plans"
+        names = {g.name for g in root.iterdir() if g.is_dir() and g.name[:1] != "."}
+        names |= {f.name[:-5] for f in plans.iterdir() if f.name.endswith(".json")} if plans.is_dir() else set()
+        folders = [root / n for n in sorted(names)]
     rows = []
     for g in folders:
-        for d in sorted((d for d in g.iterdir() if d.is_dir() and d.name[:1] not in "._"), key=lambda d: d.name):
-            cell = read_json(d / "cell.json")
+        on_disk = sorted(d.name for d in g.iterdir() if d.is_dir() and d.name[:1] not in "._") if g.is_dir() else []
+        # Cells a sweep was asked for but never started (it was interrupted first) have no folder: the plan
+        # names them, so the table is the sweep's own, not only what happened to be written.
+        planned = {c["run_id"]: c for c in store.planned(g.name)}
+        for run_id in on_disk + sorted(set(planned) - set(on_disk)):
+            cell = read_json(g / run_id / "cell.json") if run_id in on_disk else planned[run_id]
             cell = cell if isinstance(cell, dict) else {}
-            cur = store.state(SimpleNamespace(grid=g.name, run_id=d.name))
+            cur = store.state(SimpleNamespace(grid=g.name, run_id=run_id))
             if cur.state == st.SHARED:
                 cur.state = st.NEW  # linked in by the next sweep; nothing here yet
-            rows.append({"grid": g.name, "run_id": d.name, "cell": cell.get("cell"), "row": cell.get("row"),
+            rows.append({"grid": g.name, "run_id": run_id, "cell": cell.get("cell"), "row": cell.get("row"),
                          "column": cell.get("column"), "seed": cell.get("seed"), "state": cur.state,
                          "top1": cur.top1, "step": cur.step, "failures": cur.failures, "error": cur.error,
                          "shared_from": cur.shared_from})

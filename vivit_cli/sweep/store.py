@@ -179,6 +179,27 @@ class RunStore:
                 continue
         return None
 
+    # ---- the plan: every cell a sweep was asked for, so `vivit status` lists the ones not started yet -----
+    def plan_path(self, grid: str):
+        # Beside the grid folders, not in them: a grid folder holds run folders only.
+        return self.root / ".plans" / f"{grid}.json"
+
+    def planned(self, grid: str) -> list[dict]:
+        """cell.json records of the cells sweeps of `grid` were asked for (empty when none was recorded)."""
+        plan = read_json(self.plan_path(grid))
+        return [c for c in plan.get("cells", []) if isinstance(c, dict) and c.get("run_id")] \
+            if isinstance(plan, dict) else []
+
+    def record_plan(self, jobs: list[Job]) -> None:
+        """Adds `jobs` to their grid folders' plans (a union: sweeps with other seeds or cells add to it)."""
+        by_grid: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_grid.setdefault(job.grid, []).append(job)
+        for grid, grid_jobs in by_grid.items():
+            cells = {c["run_id"]: c for c in self.planned(grid)}
+            cells.update({j.run_id: j.cell_record() for j in grid_jobs})
+            write_json(self.plan_path(grid), {"grid": grid, "cells": list(cells.values())})
+
     # ---- writes (only while a sweep runs) -------------------------------------------------------------
     def lock(self, job: Job) -> int | None:
         """A held lock's descriptor, or None when another process holds it."""
