@@ -268,3 +268,16 @@ def test_worker_processes_give_the_same_batches(tmp_path):
     c = pipeline.train_iterator(cfg1, batch_size=4, seed=2)
     c.set_state(state)
     np.testing.assert_array_equal(next(c)["label"], want["label"])
+
+
+def test_equalize_spreads_a_low_contrast_clip_monotonically():
+    rng = np.random.default_rng(0)
+    clip = rng.integers(100, 140, (4, 16, 16, 3)).astype(np.float32)
+    out = T.equalize(clip)
+    assert out.shape == clip.shape and out.dtype == clip.dtype
+    assert out.min() < 10 and out.max() > 230  # 40 grey levels spread over the whole range
+    for c in range(3):  # a monotone map of the values, the same for every frame
+        order = np.argsort(clip[..., c].ravel(), kind="stable")
+        assert np.all(np.diff(out[..., c].ravel()[order]) >= 0)
+    flat = np.full((2, 8, 8, 3), 77.0, np.float32)
+    np.testing.assert_array_equal(T.equalize(flat), flat)  # one colour: nothing to spread

@@ -171,7 +171,7 @@ def _ra_ops():
     return {
         "identity": lambda x, m, rng: x,
         "autocontrast": lambda x, m, rng: (x - x.min()) * (255 / max(x.max() - x.min(), 1e-3)),
-        "equalize": lambda x, m, rng: x,  # histogram equalisation is a no-op on these sizes; kept for the op count
+        "equalize": lambda x, m, rng: equalize(x),
         "rotate": rotate,
         "solarize": lambda x, m, rng: np.where(x < 256 - 256 * m, x, 255 - x),
         "color": lambda x, m, rng: blend(x, grey(x), 1 + signed(0.9 * m, rng)),
@@ -184,6 +184,24 @@ def _ra_ops():
         "translate_x": translate_x,
         "translate_y": translate_y,
     }
+
+
+def equalize(x: np.ndarray) -> np.ndarray:
+    """Histogram equalisation per channel over the whole clip (one mapping for every frame, so it cannot
+    flicker): each value goes to its cumulative share of the pixels below it, spread over 0..255. The most
+    frequent top value is left out of the spread, as the usual image-library definition does, so a clip of one
+    colour stays as it is."""
+    out = np.empty_like(x)
+    for c in range(x.shape[-1]):
+        v = np.clip(x[..., c], 0, 255).astype(np.int64)
+        hist = np.bincount(v.ravel(), minlength=256)
+        step = (hist.sum() - hist[np.flatnonzero(hist)[-1]]) // 255
+        if step == 0:
+            out[..., c] = x[..., c]
+            continue
+        lut = np.minimum((np.cumsum(hist) - hist + step // 2) // step, 255)
+        out[..., c] = lut[v]
+    return out
 
 
 def _blur(x: np.ndarray) -> np.ndarray:
