@@ -100,6 +100,20 @@ def test_bfloat16_uses_the_bf16_peak_and_forward_only_mode():
     assert r["peak_flops_dtype"] == "bfloat16" and r["peak_flops"] == PEAKS["bfloat16"]
     assert r["train_clips_per_s"] is None and r["mfu"] is None
     assert r["forward_ms_per_clip"] > 0 and r["peak_memory_bytes"] > 0
+    assert r["attention"] == "bf16 products, f32 softmax (CPU bf16 mode)"
+
+
+def test_attention_path_reports_a_cudnn_refusal(monkeypatch):
+    from vivit_cli.models import layers
+
+    cfg = config.build(TINY + ["train.precision=bfloat16"])
+    import jax
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the choice is made from the backend's name
+    monkeypatch.setattr(layers, "CUDNN_REFUSALS", {"(2, 65, 2, 48) bfloat16": "NotImplementedError: odd length"})
+    assert core.attention_path(cfg).startswith("XLA: cuDNN refused (2, 65, 2, 48)")
+    monkeypatch.setattr(layers, "CUDNN_REFUSALS", {})
+    assert core.attention_path(cfg) == "cuDNN fused (flash) attention"
 
 
 def test_bad_input_is_a_vivit_error():

@@ -280,7 +280,24 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
             "xla_train_flops_per_step": _xla_flops(p._train),
             "train_inner_steps": n_inner, "train_loss_finite": bool(np.isfinite(loss)),
         }, **memory(p._train, device))
+    result["attention"] = attention_path(cfg)
     return result
+
+
+def attention_path(cfg) -> str:
+    """Which attention the compiled programs use, so a silent fall back shows in the figures."""
+    import jax
+
+    from vivit_cli.models import compute_dtypes, layers
+
+    dtype, matmul_dtype = compute_dtypes(cfg)
+    if matmul_dtype is not None:
+        return "bf16 products, f32 softmax (CPU bf16 mode)"
+    if jax.default_backend() == "gpu" and cfg.train.precision == "bfloat16":
+        if layers.CUDNN_REFUSALS:
+            return "XLA: cuDNN refused " + "; ".join(f"{k}: {v}" for k, v in layers.CUDNN_REFUSALS.items())
+        return "cuDNN fused (flash) attention"
+    return "XLA"
 
 
 def _auto_inner(call) -> int:

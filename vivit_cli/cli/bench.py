@@ -69,6 +69,8 @@ def render_table(r: dict):
     if r.get("forward_ms_per_clip") is not None:
         rows += [("forward / clip", f"{r['forward_ms_per_clip']:.2f} ms (batch {r['batch_size']})"),
                  ("forward MFU", f"{r['forward_mfu']:.3f}")]
+    if r.get("attention"):
+        rows.append(("attention", r["attention"]))
     if r.get("peak_memory_bytes"):
         rows.append(("peak memory", f"{r['peak_memory_bytes'] / 2**20:,.0f} MiB ({r['peak_memory_source']})"))
     rows.append(("matmul peaks", f"f32 {_fmt_flops(r['peak_flops_f32'])}, bf16 {_fmt_flops(r['peak_flops_bf16'])}"))
