@@ -17,6 +17,7 @@ def test_reproduce_runs_both_grids_and_prints_both_tables(cli, tmp_path):
         assert row in text, row
     assert "79.2" in text and "455.2" in text  # the paper's numbers sit beside ours
     assert "missing" not in text and "failed" not in text
+    assert "MFU" not in text  # the paper's columns only; `vivit report --perf` adds the perf ones
     # Every cell of both grids ran once; the image ViT they share ran once.
     assert len(list((results / "embed-ablation").glob("*/summary.json"))) == 4
     assert len(list((results / "model-variants").glob("*/summary.json"))) == 10
