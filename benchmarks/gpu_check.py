@@ -3,8 +3,10 @@
     PYTHONPATH=. python3 benchmarks/gpu_check.py --out DIR [--budget 260]
 
 Measures, in bf16 (f32 params and optimizer state), in this order so that the figures that matter most come
-first if the time budget runs out: the matmul peaks; ViViT-B model 1 at 32x224x224 (train step + forward, the
-MFU target: >= 0.45 of the bf16 peak); the forward pass of models 2-4; a train step of the tiny and ViViT-S
+first if the time budget runs out: the matmul peaks; a probe that cuDNN's fused attention really runs, forward and
+backward, at model 1's shape and inside its train step (a refusal would silently fall back to XLA attention:
+what the first run on an H200 found); ViViT-B model 1 at 32x224x224 (train step + forward, the MFU target: >= 0.45
+of the bf16 peak), then its train step at `--big-batch` (16) where it fits in memory; the forward pass of models 2-4; a train step of the tiny and ViViT-S
 CPU-target configs; then the train steps of models 2-4. Each item is timed on its own, an item that fails
 (OOM, a cuDNN refusal) is retried once with XLA's attention and otherwise recorded with its error, and
 DIR/gpu_check.json and DIR/gpu_check.md are rewritten after every item, so a kill still leaves results.
