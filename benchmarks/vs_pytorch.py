@@ -164,7 +164,7 @@ def compare_size(name: str, rounds: int, batch: int, num_classes: int, budget_s:
             "steps_per_block": {"ours": n_ours, "torch": n_torch}}
 
 
-def vivit_b_forward(repeats: int, batch: int) -> dict:
+def vivit_b_forward(repeats: int, batch: int, precision: str = "float32") -> dict:
     """Forward latency per clip of ViViT-B models 1-4 (ours only: the HF port has model 1 alone)."""
     import jax
 
@@ -173,7 +173,7 @@ def vivit_b_forward(repeats: int, batch: int) -> dict:
 
     preps, fwds = {}, {}
     for variant in VARIANT_NAMES:
-        cfg = config.build(VIVIT_B + [f"model.variant={variant}"])
+        cfg = config.build(VIVIT_B + [f"model.variant={variant}", f"train.precision={precision}"])
         preps[variant] = core.prepare(cfg, batch_size=batch, num_classes=400)
         fwds[variant] = preps[variant].forward()
         jax.block_until_ready(fwds[variant]())
@@ -187,7 +187,7 @@ def vivit_b_forward(repeats: int, batch: int) -> dict:
               "  ".join(f"{v.split('_')[0]} {times[v][-1] * 1e3:.0f} ms" for v in times), flush=True)
     med = {v: statistics.median(t) for v, t in times.items()}
     m1 = med["spatio_temporal"]
-    return {"batch": batch, "repeats": repeats, "ms_per_clip": {v: 1e3 * t for v, t in med.items()},
+    return {"batch": batch, "repeats": repeats, "precision": precision, "ms_per_clip": {v: 1e3 * t for v, t in med.items()},
             "ratio_to_model1": {v: t / m1 for v, t in med.items()},
             "gflops": {v: core.model_flops_per_clip(config.build(VIVIT_B + [f"model.variant={v}"]), 400) / 2e9
                        for v in VARIANT_NAMES},
@@ -252,7 +252,7 @@ def render(mach: dict, sizes: list[dict], vb: dict | None, load_before, load_aft
         lines += ["", "PyTorch side: " + ", ".join(f"{s['size']}: attention `{s['torch_attention']}`, "
                                                    f"{s['torch_threads']} threads" for s in sizes), ""]
     if vb:
-        lines += [f"ViViT-B, 32x224x224, tubelet 2x16x16, forward latency per clip (ours, float32, batch {vb['batch']}, "
+        lines += [f"ViViT-B, 32x224x224, tubelet 2x16x16, forward latency per clip (ours, {precision}, batch {vb['batch']}, "
                   f"median of {vb['repeats']} interleaved rounds):", "",
                   "| model | GFLOPs (MACs) | ms / clip | ratio to model 1 |", "|---|---|---|---|"]
         for v, name in VARIANT_NAMES.items():
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
     print(f"{mach['cpu']}, {mach['cores']} cores, load {load_before:.2f}", flush=True)
     sizes = [compare_size(n, args.rounds, args.batch, args.num_classes, args.block_seconds, args.precision)
              for n in names]
-    vb = vivit_b_forward(args.vivit_b_repeats, 1) if args.vivit_b else None
+    vb = vivit_b_forward(args.vivit_b_repeats, 1, args.precision) if args.vivit_b else None
     load_after = os.getloadavg()[0]
     block = render(mach, sizes, vb, load_before, load_after, args.precision)
     print(block)
