@@ -1,0 +1,41 @@
+"""The benchmark scripts run end to end (tiny configs): the GPU check is run rarely and on borrowed time, so a
+broken script must show up here, not on the GPU machine."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_writes_its_report(tmp_path):
+    r = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out", str(tmp_path),
+                        "--budget", "25", "--big-batch", "0", "--repeats", "1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    payload = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert payload["peaks"]["bfloat16"] > 0 and payload["environment"]["backend"] == "cpu"
+    first = payload["results"][0]
+    assert first["name"] == "ViViT-B model 1" and first["metrics"]["train_clips_per_s"] > 0
+    probe = {row["case"]: row for row in payload["attention_probe"]}
+    assert "error" not in probe["attention grad"] and "refusals" in probe["fall-backs recorded"]
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "ViViT-B model 1 training MFU at batch" in md and "cuDNN fused-attention probe" in md
+
+
+@pytest.mark.slow
+def test_vs_pytorch_runs_both_sides_in_both_precisions(tmp_path):
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / f"{precision}.json"
+        r = subprocess.run([sys.executable, "benchmarks/vs_pytorch.py", "--sizes", "tiny", "--rounds", "1",
+                            "--block-seconds", "0.2", "--no-vivit-b", "--no-write", "--precision", precision,
+                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        (size,) = json.loads(out.read_text())["sizes"]
+        assert size["precision"] == precision
+        assert size["median"]["ours_clips_per_s"] > 0 and size["median"]["torch_clips_per_s"] > 0
+        assert f"{precision} peak GFLOP/s" in r.stdout
