@@ -285,7 +285,8 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
 
 
 def attention_path(cfg) -> str:
-    """Which attention the compiled programs use, so a silent fall back shows in the figures."""
+    """Which attention the compiled programs use, so a silent fall back shows in the figures. The model's own
+    choice (`layers.attention_implementation`) decides, asked about a query of the config's head size."""
     import jax
 
     from vivit_cli.models import compute_dtypes, layers
@@ -293,11 +294,12 @@ def attention_path(cfg) -> str:
     dtype, matmul_dtype = compute_dtypes(cfg)
     if matmul_dtype is not None:
         return "bf16 products, f32 softmax (CPU bf16 mode)"
-    if jax.default_backend() == "gpu" and cfg.train.precision == "bfloat16":
-        if layers.CUDNN_REFUSALS:
-            return "XLA: cuDNN refused " + "; ".join(f"{k}: {v}" for k, v in layers.CUDNN_REFUSALS.items())
-        return "cuDNN fused (flash) attention"
-    return "XLA"
+    m = cfg.model
+    if layers.attention_implementation(jax.ShapeDtypeStruct((1, 1, m.heads, m.hidden // m.heads), dtype)) is None:
+        return "XLA"
+    if layers.CUDNN_REFUSALS:
+        return "XLA: cuDNN refused " + "; ".join(f"{k}: {v}" for k, v in layers.CUDNN_REFUSALS.items())
+    return "cuDNN fused (flash) attention"
 
 
 def _auto_inner(call) -> int:

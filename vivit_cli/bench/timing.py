@@ -56,17 +56,9 @@ def time_stateful(step: Callable[[Any], tuple[Any, Any]], state: Any, *, warmup:
 def median_step_seconds(intervals) -> float | None:
     """The median seconds per step of a training run timed in intervals of (steps, seconds): each step counts
     at its interval's mean, so a long interval weighs as many steps as it holds. None without timed steps."""
-    per_step = sorted((seconds / steps, steps) for steps, seconds in intervals if steps > 0)
-    total = sum(steps for _, steps in per_step)
-    if not total:
+    import numpy as np
+
+    timed = [(seconds / steps, steps) for steps, seconds in intervals if steps > 0]
+    if not timed:
         return None
-
-    def nth(i):
-        seen = 0
-        for value, steps in per_step:
-            seen += steps
-            if i < seen:
-                return value
-        return per_step[-1][0]
-
-    return (nth((total - 1) // 2) + nth(total // 2)) / 2
+    return float(np.median(np.repeat([v for v, _ in timed], [n for _, n in timed])))

@@ -2,7 +2,9 @@
 
 Param names and shapes follow Scenic's (`MultiHeadDotProductAttention_0/{query,key,value,out}`,
 `MlpBlock_0/Dense_{0,1}`, `LayerNorm_{0,1}`), so reference checkpoints map onto ours without renaming.
-All attention goes through `jax.nn.dot_product_attention`, which picks cuDNN's fused kernel on NVIDIA GPUs.
+Attention goes through `jax.nn.dot_product_attention`, which picks cuDNN's fused kernel on NVIDIA GPUs; the
+CPU's bf16 mode (`matmul`) has its own attention with a hand-written backward, and attention dropout spells the
+softmax out (the fused kernels have no dropout).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ LN_EPS = 1e-6  # the reference's LayerNorm epsilon; checkpoints are trained with
 def _mm_bf16(x, w):
     """x [M, K] @ w [K, N] with bf16 operands and f32 accumulation, forward and backward. Autodiff of the plain
     dot would feed the f32 cotangent into f32 x bf16 dots, which run at the f32 rate; here every dot is bf16."""
-    return jnp.dot(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    return _mm_bf16_fwd(x, w)[0]
 
 
 def _mm_bf16_fwd(x, w):
@@ -124,9 +126,7 @@ class _ProjectionParams(nn.Module):
 
     @nn.compact
     def __call__(self, fan_in: int):
-        fan_out = 1
-        for f in self.features:
-            fan_out *= f
+        fan_out = math.prod(self.features)
 
         def kernel_init(key, shape, dtype=jnp.float32):  # as DenseGeneral: the initialiser sees [fan_in, fan_out]
             return nn.initializers.xavier_uniform()(key, (fan_in, fan_out), dtype).reshape(shape)
