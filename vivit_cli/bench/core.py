@@ -172,7 +172,7 @@ class Prepared:
                          in_shardings=(self.param_shardings, mesh_lib.batch_sharding(self.mesh)),
                          out_shardings=mesh_lib.replicated(self.mesh))
             self._forward, self.forward_compile_seconds, _ = compile_timed(fn, self.params, self.data["video"])
-        compiled, params, video = self._forward, self.params, self.data["video"]
+        compiled, params, video = mesh_lib.one_launch_at_a_time(self._forward), self.params, self.data["video"]
         return lambda: compiled(params, video)
 
 
