@@ -44,9 +44,12 @@ VIVIT_B = ["model.size=B", "data.frames=32", "data.crop=224", "model.tubelet=2x1
 VARIANT_NAMES = {"spatio_temporal": "Model 1: spatio-temporal", "factorised_encoder": "Model 2: factorised encoder",
                  "factorised_self_attention": "Model 3: factorised self-attention",
                  "factorised_dot_product": "Model 4: factorised dot-product"}
-def markers(precision: str) -> tuple[str, str]:
-    """Each precision has its own block in RESULTS.md (float32 keeps the original markers)."""
+def markers(precision: str, cpu_devices: int = 1) -> tuple[str, str]:
+    """Each precision and device count has its own block in RESULTS.md (float32 on one device keeps the
+    original markers)."""
     tag = "vs_pytorch" if precision == "float32" else f"vs_pytorch_{precision}"
+    if cpu_devices > 1:
+        tag += f"_{cpu_devices}cpu"
     return f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
 
 
@@ -156,7 +159,7 @@ def compare_size(name: str, rounds: int, batch: int, num_classes: int, budget_s:
               f"  load {load:.1f}", flush=True)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     return {"size": name, "config": sets, "precision": precision, "batch": batch, "num_classes": num_classes, "torch_attention": attn,
-            "torch_threads": torch.get_num_threads(), "rounds": rows, "median": med,
+            "torch_threads": torch.get_num_threads(), "ours_devices": len(jax.devices()), "rounds": rows, "median": med,
             "target_ratio": target_ratio, "target_mfu": target_mfu,
             "ratio_met": med["ratio"] >= target_ratio,
             "mfu_met": None if target_mfu is None else med["ours_mfu"] >= target_mfu,
@@ -223,11 +226,15 @@ def machine() -> dict:
             "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def render(mach: dict, sizes: list[dict], vb: dict | None, load_before, load_after, precision: str = "float32") -> str:
+def render(mach: dict, sizes: list[dict], vb: dict | None, load_before, load_after, precision: str = "float32",
+           cpu_devices: int = 1) -> str:
     ok = lambda b: "met" if b else "**not met**"  # noqa: E731
-    begin, end = markers(precision)
+    begin, end = markers(precision, cpu_devices)
     title = "" if precision == "float32" else (
         ", bfloat16 (ours: bf16 x bf16 -> f32 products, f32 activations; PyTorch: `torch.autocast` bf16)")
+    if cpu_devices > 1:
+        title += (f", ours data parallel over {cpu_devices} CPU devices (`--cpu-devices {cpu_devices}`: the batch "
+                  f"split over the cores, one gradient all-reduce per step)")
     lines = [begin, f"## CPU: ours vs Hugging Face PyTorch ViViT (`benchmarks/vs_pytorch.py`){title}", "",
              f"- Date: {mach['date']}",
              f"- Machine: {mach['cpu']}, {mach['cores']} cores ({', '.join(mach['isa'])}), shared with other jobs",
@@ -264,11 +271,11 @@ def render(mach: dict, sizes: list[dict], vb: dict | None, load_before, load_aft
     return "\n".join(lines)
 
 
-def write_results(path: Path, block: str, precision: str = "float32") -> None:
+def write_results(path: Path, block: str, precision: str = "float32", cpu_devices: int = 1) -> None:
     from vivit_cli.io import atomic_write_text
 
     old = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the scripts in `benchmarks/`.\n"
-    begin, end = markers(precision)
+    begin, end = markers(precision, cpu_devices)
     if begin in old and end in old:
         new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
     else:
@@ -285,6 +292,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                     help="both sides: f32, or bf16 mixed precision (ours: train.precision=bfloat16, PyTorch: autocast)")
     ap.add_argument("--num-classes", type=int, default=10)
+    ap.add_argument("--cpu-devices", type=int, default=1,
+                    help="ours over N CPU devices in this process: the batch split over the cores (data parallel)")
     ap.add_argument("--vivit-b", action=argparse.BooleanOptionalAction, default=True,
                     help="also time ViViT-B models 1-4 forward at 32x224x224 (slow on a CPU)")
     ap.add_argument("--vivit-b-repeats", type=int, default=3)
@@ -297,15 +306,21 @@ def main(argv=None) -> int:
         if n not in SIZES:
             ap.error(f"--sizes: unknown size {n!r} (allowed: {', '.join(SIZES)}, none)")
 
+    if args.cpu_devices < 1 or args.batch % args.cpu_devices:
+        ap.error(f"--cpu-devices {args.cpu_devices}: must be >= 1 and divide --batch {args.batch}")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from vivit_cli.train import runtime
+
+    runtime.setup(cpu_devices=args.cpu_devices)  # before JAX starts its backend
     load_before = os.getloadavg()[0]
     mach = machine()
     print(f"{mach['cpu']}, {mach['cores']} cores, load {load_before:.2f}", flush=True)
     sizes = [compare_size(n, args.rounds, args.batch, args.num_classes, args.block_seconds, args.precision)
              for n in names]
-    vb = vivit_b_forward(args.vivit_b_repeats, 1, args.precision) if args.vivit_b else None
+    # One clip per device: the forward's latency per clip, not a batch's.
+    vb = vivit_b_forward(args.vivit_b_repeats, args.cpu_devices, args.precision) if args.vivit_b else None
     load_after = os.getloadavg()[0]
-    block = render(mach, sizes, vb, load_before, load_after, args.precision)
+    block = render(mach, sizes, vb, load_before, load_after, args.precision, args.cpu_devices)
     print(block)
     if args.json:
         from vivit_cli.io import atomic_write_json
@@ -313,7 +328,7 @@ def main(argv=None) -> int:
         atomic_write_json(args.json, {"machine": mach, "sizes": sizes, "vivit_b_forward": vb,
                                       "load_before": load_before, "load_after": load_after})
     if not args.no_write:
-        write_results(Path(args.out), block, args.precision)
+        write_results(Path(args.out), block, args.precision, args.cpu_devices)
     return 0
 
 

@@ -136,11 +136,27 @@ def test_cli_json(cli):
     assert r["mfu"] == pytest.approx(r["train_clips_per_s"] * 3 * r["model_flops_per_clip"] / r["peak_flops"])
 
 
+@pytest.mark.slow
+def test_cli_splits_the_batch_over_cpu_devices(cli):
+    res = cli("bench", *sum((["--set", s] for s in TINY), []), "--batch-size", "4", "--repeats", "2",
+              "--peak-size", "128", "--cpu-devices", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert r["device_count"] == 2 and r["device"].startswith("2x cpu")
+    # One process's devices share its cores: the peak is one process's, not twice it.
+    assert r["peak_flops"] == pytest.approx(r["peak_flops_f32"])
+    assert r["train_clips_per_s"] > 0 and r["forward_ms_per_clip"] > 0
+    res = cli("bench", *sum((["--set", s] for s in TINY), []), "--batch-size", "3", "--cpu-devices", "2")
+    assert res.returncode == 2 and "divisible" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_cli_rejects_bad_options(cli):
     res = cli("bench", "--mode", "sideways")
     assert res.returncode == 2 and "--mode" in res.stderr and "Traceback" not in res.stderr
     res = cli("bench", "--batch-size", "0")
     assert res.returncode == 2 and "--batch-size" in res.stderr
+    res = cli("bench", "--cpu-devices", "0")
+    assert res.returncode == 2 and "--cpu-devices" in res.stderr
 
 
 def test_xla_cpu_defaults_respect_the_user():

@@ -29,13 +29,14 @@ def test_gpu_check_smoke_writes_its_report(tmp_path):
 
 @pytest.mark.slow
 def test_vs_pytorch_runs_both_sides_in_both_precisions(tmp_path):
-    for precision in ("float32", "bfloat16"):
-        out = tmp_path / f"{precision}.json"
+    for precision, devices in (("float32", 1), ("bfloat16", 1), ("float32", 2)):
+        out = tmp_path / f"{precision}_{devices}.json"
         r = subprocess.run([sys.executable, "benchmarks/vs_pytorch.py", "--sizes", "tiny", "--rounds", "1",
                             "--block-seconds", "0.2", "--no-vivit-b", "--no-write", "--precision", precision,
-                            "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                            "--cpu-devices", str(devices), "--json", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         (size,) = json.loads(out.read_text())["sizes"]
-        assert size["precision"] == precision
+        assert size["precision"] == precision and size["ours_devices"] == devices
         assert size["median"]["ours_clips_per_s"] > 0 and size["median"]["torch_clips_per_s"] > 0
         assert f"{precision} peak GFLOP/s" in r.stdout

@@ -157,7 +157,7 @@ class Prepared:
                                              {"video": bsh, "label": bsh}, repl)
             self._rng = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(self.seed)), repl)
             self._train, self.compile_seconds, _ = compile_timed(fn, state, self.data, self._rng)
-        compiled, data, rng = self._train, self.data, self._rng
+        compiled, data, rng = mesh_lib.one_launch_at_a_time(self._train), self.data, self._rng
         return lambda state: compiled(state, data, rng)
 
     def forward(self):

@@ -20,6 +20,8 @@ def bench(
                                             "CPU, 8192 on accelerators)."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier width (default: data.num_classes"
                                               " or 400)."),
+    cpu_devices: Optional[int] = typer.Option(None, "--cpu-devices", help="Split the batch over N CPU devices in this "
+                                              "process (data parallel over the cores; as VIVIT_NUM_CPU_DEVICES)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Measure train-step clips/s, forward latency per clip, achieved FLOP/s, MFU, peak memory and compile time.
@@ -37,8 +39,13 @@ def bench(
         raise VivitError(f"--batch-size {batch_size}: must be >= 1")
     if peak_size is not None and peak_size < 64:
         raise VivitError(f"--peak-size {peak_size}: must be >= 64")
+    if cpu_devices is not None and cpu_devices < 1:
+        raise VivitError(f"--cpu-devices {cpu_devices}: must be >= 1")
     cfg = build_config(sets, preset)
     from vivit_cli import bench as bench_lib
+    from vivit_cli.train import runtime
+
+    runtime.setup(cpu_devices=cpu_devices)
 
     result = bench_lib.run(cfg, batch_size=batch_size, num_classes=num_classes, train=mode != "forward",
                            forward=mode != "train", repeats=repeats, peak_size=peak_size)

@@ -10,7 +10,11 @@ Environment variables (read once, by `setup()`):
                          slice, the sweep's fake-TPU backend, or any cluster JAX cannot auto-detect.
   VIVIT_JAX_INIT=1       `jax.distributed.initialize()` with auto-detection (Cloud TPU slices, SLURM). Not the
                          default because it fails on a plain single-host machine.
-  VIVIT_NUM_CPU_DEVICES  N fake CPU devices in this process (as XLA_FLAGS=--xla_force_host_platform_device_count=N).
+  VIVIT_NUM_CPU_DEVICES  N CPU devices in this process (as XLA_FLAGS=--xla_force_host_platform_device_count=N).
+                         Besides emulating a slice, this is data parallelism over a CPU's cores: each device
+                         runs its share of the batch, which on a 2-core machine makes the tiny model's train
+                         step about 1.5x faster (benchmarks/RESULTS.md). Not the default: the sweeps already
+                         run one cell per core, and the default preset's runs are input-bound.
   VIVIT_INIT_TIMEOUT     seconds to wait for the other processes to join (default 120).
   VIVIT_CACHE            cache root (default ~/.cache/vivit-cli); compiled programs go to $VIVIT_CACHE/jax.
   VIVIT_COMPILE_CACHE=0  turns the persistent compilation cache off.
@@ -43,14 +47,15 @@ def _env_int(name: str) -> int | None:
         raise VivitError(f"{name}={raw!r}: expected an integer") from None
 
 
-def setup() -> None:
-    """Idempotent. Multi-process init first (it must precede any backend use), then the cache."""
+def setup(cpu_devices: int | None = None) -> None:
+    """Idempotent. Multi-process init first (it must precede any backend use), then the cache. `cpu_devices`
+    overrides VIVIT_NUM_CPU_DEVICES."""
     global _done
     if _done:
         return
     import jax
 
-    cpu_devices = _env_int("VIVIT_NUM_CPU_DEVICES")
+    cpu_devices = cpu_devices or _env_int("VIVIT_NUM_CPU_DEVICES")
     if cpu_devices:
         jax.config.update("jax_num_cpu_devices", cpu_devices)
 
