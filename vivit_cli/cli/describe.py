@@ -41,6 +41,8 @@ def describe(
         ("classifier", info["classifier"]), ("classes", str(info["num_classes"])),
         ("params", f"{info['params'] / 1e6:.1f} M ({info['params']:,})"),
         ("GFLOPs / clip", f"{info['gflops']:.1f} (analytic, multiply-accumulates)"),
+        ("GFLOPs / clip run", f"{info['gflops_executed']:.1f} (the class token's readout: its last block "
+                              "computes one row)"),
     ]
     if info["temporal_layers"] is not None:
         rows.insert(3, ("temporal layers", str(info["temporal_layers"])))

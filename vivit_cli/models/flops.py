@@ -3,6 +3,11 @@
 Counted: the tubelet projection, the q/k/v/out projections, the two attention matmuls (QK^T and AV),
 the MLP, and the head. Not counted: softmax, LayerNorm, GELU, additions, which is why the counts land
 0.3-1% under the paper's (e.g. ViViT-B model 1 at 32x224x224: 451.5 here, 455.2 in the paper).
+
+`executed=True` counts what our model actually runs: under a class-token readout the last block of each
+encoder computes only the class token's row (keys and values still for every token), so its query, output
+projection, attention and MLP cost 1 row instead of n. MFU is computed on this count, so skipped work earns
+no credit.
 """
 
 from __future__ import annotations
@@ -15,19 +20,31 @@ def _layer(seqs: int, n: int, d: int, mlp: int) -> float:
     return seqs * (4 * n * d * d + 2 * n * d * mlp + 2 * n * n * d)
 
 
-def gmacs(cfg: Config, num_classes: int) -> float:
+def _readout_layer(seqs: int, n: int, d: int, mlp: int) -> float:
+    """The last block under a class-token readout: keys and values for n tokens, everything else for 1."""
+    return seqs * (2 * n * d * d + 2 * d * d + 2 * d * mlp + 2 * n * d)
+
+
+def _encoder(layers: int, seqs: int, n: int, d: int, mlp: int, readout: bool) -> float:
+    if readout and layers:
+        return (layers - 1) * _layer(seqs, n, d, mlp) + _readout_layer(seqs, n, d, mlp)
+    return layers * _layer(seqs, n, d, mlp)
+
+
+def gmacs(cfg: Config, num_classes: int, executed: bool = False) -> float:
     m = cfg.model
     d, mlp, layers = m.hidden, m.mlp, m.layers
     nt, nh, nw = token_grid(cfg)
     s, n = nh * nw, nt * nh * nw
     ft, fh, fw = parse_tubelet(m.tubelet)
     token = 1 if m.classifier == "token" else 0
+    readout = executed and bool(token)
     total = n * ft * fh * fw * 3 * d + d * num_classes
     if m.variant == "spatio_temporal":
-        total += layers * _layer(1, n + token, d, mlp)
+        total += _encoder(layers, 1, n + token, d, mlp, readout)
     elif m.variant == "factorised_encoder":
-        total += layers * _layer(nt, s + token, d, mlp)
-        total += m.temporal_layers * _layer(1, nt + token, d, mlp)
+        total += _encoder(layers, nt, s + token, d, mlp, readout)
+        total += _encoder(m.temporal_layers, 1, nt + token, d, mlp, readout)
     elif m.variant == "factorised_self_attention":
         attention = 4 * n * d * d  # each of the two attentions has its own q/k/v/out
         total += layers * (2 * attention + 2 * n * d * mlp + 2 * s * nt * nt * d + 2 * nt * s * s * d)

@@ -150,6 +150,7 @@ class MultiHeadAttention(nn.Module):
     zero_init_out: bool = False
     factorised: tuple[int, int] | None = None
     matmul_dtype: Dtype | None = None
+    first_query_only: bool = False  # attend from token 0 only (the class token's readout): see Encoder
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -161,18 +162,33 @@ class MultiHeadAttention(nn.Module):
         # into q's kernel and bias ([D, H, dh], tiny) instead of multiplying the [.., H, N, N] logits.
         scale = 1.0 / float(dh) ** 0.5
         (kq, bq), (kk, bk), (kv, bv) = (_ProjectionParams((h, dh), name=n)(d) for n in ("query", "key", "value"))
-        kernel = jnp.concatenate([kq * scale, kk, kv], axis=1)  # [D, 3H, dh]
-        bias = jnp.concatenate([bq * scale, bk, bv], axis=0).astype(self.dtype)  # [3H, dh]
-        qkv = matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype) + bias  # [..., N, 3H, dh]
-        q, k, v = qkv[..., :h, :], qkv[..., h:2 * h, :], qkv[..., 2 * h:, :]
-        if self.factorised is None:
-            out = self._attend(q, k, v, train)
+        if self.first_query_only:  # keys and values from every token, the query from token 0 alone
+            kernel = jnp.concatenate([kk, kv], axis=1)  # [D, 2H, dh]
+            bias = jnp.concatenate([bk, bv], axis=0).astype(self.dtype)
+            kv_ = matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype) + bias  # [..., N, 2H, dh]
+            q = matmul(x[..., :1, :], kq * scale, self.dtype, self.matmul_dtype).astype(self.dtype)
+            out = self._attend_one_query(q + (bq * scale).astype(self.dtype), kv_[..., :h, :], kv_[..., h:, :], train)
         else:
-            out = self._attend_factorised(q, k, v, train)
+            kernel = jnp.concatenate([kq * scale, kk, kv], axis=1)  # [D, 3H, dh]
+            bias = jnp.concatenate([bq * scale, bk, bv], axis=0).astype(self.dtype)  # [3H, dh]
+            qkv = matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype) + bias  # [..., N, 3H, dh]
+            q, k, v = qkv[..., :h, :], qkv[..., h:2 * h, :], qkv[..., 2 * h:, :]
+            attend = self._attend if self.factorised is None else self._attend_factorised
+            out = attend(q, k, v, train)
         # DenseGeneral hands its initialiser the kernel flattened to [fan_in, fan_out].
         out_init = nn.initializers.zeros if self.zero_init_out else nn.initializers.xavier_uniform()
         return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out", kernel_init=out_init,
                                dot_general=dot_general_for(self.matmul_dtype))(out)
+
+    def _attend_one_query(self, q, k, v, train):
+        """One query row against all N keys: [B, 1, H, dh] x [B, N, H, dh]. Written out (a [B, H, 1, N] softmax
+        is small), so no fused kernel has to accept unequal query and key lengths."""
+        if self.matmul_dtype is not None and not (self.attention_dropout > 0.0 and train):
+            return bf16_attention(q, k, v)  # the CPU's bf16 mode: bf16 products forward and backward
+        w = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32), axis=-1)
+        if self.attention_dropout > 0.0 and train:
+            w = nn.Dropout(self.attention_dropout, deterministic=False)(w)
+        return jnp.einsum("bhqk,bkhd->bqhd", w.astype(v.dtype), v)
 
     def _attend(self, q, k, v, train):
         lead = q.shape[:-3]
@@ -304,13 +320,17 @@ class EncoderBlock(nn.Module):
     droplayer: float = 0.0
     factorised: tuple[int, int] | None = None
     matmul_dtype: Dtype | None = None
+    first_token_only: bool = False  # the last block under a class-token readout: returns [B, 1, D]
 
     @nn.compact
     def __call__(self, x, train: bool = False):  # positional: nn.remat marks it static
         y = layer_norm("LayerNorm_0", self.dtype)(x)
         y = MultiHeadAttention(self.num_heads, self.dtype, self.attention_dropout, factorised=self.factorised,
-                               matmul_dtype=self.matmul_dtype, name="MultiHeadDotProductAttention_0")(y, train=train)
+                               matmul_dtype=self.matmul_dtype, first_query_only=self.first_token_only,
+                               name="MultiHeadDotProductAttention_0")(y, train=train)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
+        if self.first_token_only:
+            x = x[:, :1]
         x = x + drop_path(y, self.droplayer, train, self)
         y = layer_norm("LayerNorm_1", self.dtype)(x)
         y = MlpBlock(self.mlp_dim, self.dtype, self.dropout, self.matmul_dtype, name="MlpBlock_0")(y, train=train)
@@ -369,16 +389,22 @@ class Encoder(nn.Module):
     """Position embedding, dropout, `layers` blocks and a final LayerNorm, on [B, N, D]."""
 
     layers: int
-    make_block: Callable[[int, str], nn.Module]  # (layer index, name) -> block
+    make_block: Callable[..., nn.Module]  # (layer index, name, first_token_only) -> block
     dtype: Dtype = jnp.float32
     dropout: float = 0.0
+    first_token_only: bool = False
 
     @nn.compact
     def __call__(self, x, *, train: bool):
+        """[B, N, D] -> [B, N, D]; with `first_token_only` (a class-token readout), [B, 1, D]: the last block
+        then computes only token 0's row. Its keys and values still come from every token, so the class token
+        comes out exactly as in the full computation, while the last block's query, output projection and MLP
+        run on 1 row instead of N."""
         x = AddPositionEmbs(name="posembed_input")(x)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         for i in range(self.layers):
-            x = self.make_block(i, f"encoderblock_{i}")(x, train)
+            last = self.first_token_only and i == self.layers - 1
+            x = self.make_block(i, f"encoderblock_{i}", last)(x, train)
         return layer_norm("encoder_norm", self.dtype)(x)
 
 
