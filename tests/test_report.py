@@ -155,6 +155,17 @@ def test_load_runs_states_and_skips(store):
     assert len(runs) == 15  # 11 model-variants runs after the superseded one, 4 embed-ablation
 
 
+def test_a_table_mixing_numerics_versions_says_so(tmp_path):
+    grid = "model-variants"
+    write_run(tmp_path, grid, "a-s0", row=MODEL_1, column=APPEARANCE, seed=0, summary={**done(0.5), "numerics": 3})
+    write_run(tmp_path, grid, "b-s0", row=MODEL_2, column=APPEARANCE, seed=0, summary={**done(0.6), "numerics": 3})
+    assert not any("numerics" in n for n in report(grid, tmp_path).notes)
+    write_run(tmp_path, grid, "c-s0", row=MODEL_3, column=APPEARANCE, seed=0, summary=done(0.4))  # an older run
+    (note,) = [n for n in report(grid, tmp_path).notes if "numerics" in n]
+    assert "(3, before 3)" in note
+    assert load_runs(tmp_path)[0].set_index("run_id").loc["a-s0", "numerics"] == 3
+
+
 def test_missing_results_dir_is_a_vivit_error(tmp_path):
     with pytest.raises(VivitError, match="does not exist"):
         load_runs(tmp_path / "nope")

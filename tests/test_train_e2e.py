@@ -69,7 +69,10 @@ def test_summary_records_the_runs_perf(reference):
     from vivit_cli import config
     from vivit_cli.bench import core
 
+    from vivit_cli import models
+
     wd, s = reference
+    assert s["numerics"] == models.NUMERICS_VERSION  # which model code computed it (reports flag a mix)
     p = s["perf"]
     cfg = config.from_json((wd / "config.json").read_text())
     # Steps 2..8 are timed: the first compiles. Not a timing assertion, only that the figures hang together.
@@ -244,6 +247,9 @@ def test_wandb_offline_run_is_readable_resumes_the_same_run_and_holds_no_key(tmp
     for step in (20, 30):
         assert logged[step]["loss"] == pytest.approx(local[step]["loss"])
     assert record["summary"]["top1"] == pytest.approx(s["top1"])
+    # The perf block's scalars, under perf/ (the nested dict itself is not a W&B summary value).
+    assert record["summary"]["perf/mfu"] == pytest.approx(s["perf"]["mfu"])
+    assert record["summary"]["perf/train_clips_per_s"] == pytest.approx(s["perf"]["train_clips_per_s"])
     train_cfg = record["config"]["train"]
     assert train_cfg.get("value", train_cfg)["steps"] == 30
     for f in wd.rglob("*"):

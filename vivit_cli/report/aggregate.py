@@ -168,6 +168,16 @@ def perf_note(devices: list[str], without: int = 0) -> str:
     return note
 
 
+def numerics_note(versions) -> str | None:
+    """Runs whose model code computed differently (`models.NUMERICS_VERSION`) should not share a table."""
+    names = sorted({"before 3" if v is None or v != v else str(int(v)) for v in versions})
+    if len(names) < 2:
+        return None
+    return (f"These runs come from model code of different numerics versions ({', '.join(names)}): a later version "
+            "computes some numbers differently, so the figures are not like with like. Rerun into a fresh --results "
+            "folder to compare.")
+
+
 def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accuracy: str = "top1") -> Report:
     """The report of one table from every run in the store (`store.load_runs`)."""
     import pandas as pd
@@ -212,6 +222,9 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
     if odd_rows or odd_columns:
         names = ", ".join(repr(x) for x in odd_rows + odd_columns)
         notes.append(f"labels not among this table's rows/columns (check the grid's cell.json labels): {names}")
+    mixed = numerics_note(done_runs["numerics"].tolist())
+    if mixed:
+        notes.append(mixed)
     if any(m in tables.PERF_METRICS for m in spec.metrics):
         notes.append(perf_note(devices, int(done_runs[list(tables.PERF_METRICS)].isna().all(axis=1).sum())))
     if spec.paper_note:

@@ -17,7 +17,7 @@ from vivit_cli.report import tables
 
 # One row of `load_runs`'s DataFrame, in this column order.
 RUN_COLUMNS = ("grid", "run_id", "table", "cell", "row", "column", "seed", "status", "top1", "top5", "params",
-               "gflops", "forward_ms_per_clip", "device", "steps", "train_seconds", "error", "eval", "mtime", "path",
+               "gflops", "forward_ms_per_clip", "device", "numerics", "steps", "train_seconds", "error", "eval", "mtime", "path",
                *tables.PERF_METRICS)
 
 DONE, FAILED, RUNNING = "done", "failed", "running"
@@ -105,6 +105,7 @@ def _run_record(grid: str, run_dir: Path, cell: dict) -> dict:
         "gflops": _float(summary.get("gflops")),
         "forward_ms_per_clip": _float(summary.get("forward_ms_per_clip")),
         "device": summary.get("device"),
+        "numerics": summary.get("numerics") if isinstance(summary.get("numerics"), int) else None,
         "steps": _float(summary.get("steps")),
         "train_seconds": _float(summary.get("train_seconds")),
         "error": _first_line(summary.get("error")),

@@ -113,10 +113,11 @@ def _forward_ms_per_clip(eval_step, params, batch, views: int, repeats: int = 3)
 
 
 def _base_summary(cfg, run_id: str, task) -> dict[str, Any]:
-    from vivit_cli import config
+    from vivit_cli import config, models
 
     return {"run_id": run_id, "config_hash": config.config_hash(cfg), "num_classes": cfg.data.num_classes,
-            "kind": getattr(task, "kind", "video"), "device": runtime.device_description()}
+            "kind": getattr(task, "kind", "video"), "device": runtime.device_description(),
+            "numerics": models.NUMERICS_VERSION}
 
 
 class _StopFlag:

@@ -69,12 +69,20 @@ class WandbLogger:
     def finish(self, summary: dict[str, Any] | None = None, failed: bool = False) -> None:
         if self.run is None:
             return
-        if summary:
-            for k, v in summary.items():
-                if isinstance(v, (int, float, str, bool)) or v is None:
-                    self.run.summary[k] = v
+        for k, v in _scalars(summary or {}):
+            self.run.summary[k] = v
         self.run.finish(exit_code=1 if failed else 0)
         self.run = None
+
+
+def _scalars(tree: dict[str, Any], prefix: str = ""):
+    """(key, value) for every scalar of a nested dict, nested keys joined by "/" (W&B's panel grouping): the
+    run's `perf` block arrives as perf/mfu, perf/train_clips_per_s, ..."""
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _scalars(v, f"{prefix}{k}/")
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            yield f"{prefix}{k}", v
 
 
 # ---------------------------------------------------------------------------------------------------------
