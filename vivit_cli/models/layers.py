@@ -3,8 +3,9 @@
 Param names and shapes follow Scenic's (`MultiHeadDotProductAttention_0/{query,key,value,out}`,
 `MlpBlock_0/Dense_{0,1}`, `LayerNorm_{0,1}`), so reference checkpoints map onto ours without renaming.
 Attention goes through `jax.nn.dot_product_attention`, which picks cuDNN's fused kernel on NVIDIA GPUs; the
-CPU's bf16 mode (`matmul`) has its own attention with a hand-written backward, and attention dropout spells the
-softmax out (the fused kernels have no dropout).
+CPU's bf16 mode (`matmul`) has its own attention with a hand-written backward, attention dropout spells the
+softmax out (the fused kernels have no dropout), and so does the class-token readout's one-query attention in the
+last block (`Encoder.first_token_only`).
 """
 
 from __future__ import annotations
