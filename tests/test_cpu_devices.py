@@ -33,7 +33,8 @@ repl = mesh_lib.replicated(mesh)
 rng = np.random.default_rng(0)
 video = rng.uniform(-1, 1, (2, 1, cfg.data.frames, cfg.data.crop, cfg.data.crop, 3)).astype(np.float32)
 if sys.argv[2] == "eval":
-    step = step_lib.compile_eval_step(model, psh, {"video": bsh, "label": bsh, "mask": bsh}, repl)
+    step = mesh_lib.one_launch_at_a_time(step_lib.compile_eval_step(model, psh, {"video": bsh, "label": bsh,
+                                                                                 "mask": bsh}, repl))
     batch = mesh_lib.global_batch({"video": video, "label": np.arange(2, dtype=np.int32), "mask": np.ones(2, bool)}, bsh)
     sums = [step(params, batch) for _ in range(400)]
     print("count", sum(float(s["count"]) for s in sums))

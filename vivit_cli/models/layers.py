@@ -5,7 +5,7 @@ Param names and shapes follow Scenic's (`MultiHeadDotProductAttention_0/{query,k
 Attention goes through `jax.nn.dot_product_attention`, which picks cuDNN's fused kernel on NVIDIA GPUs; the
 CPU's bf16 mode (`matmul`) has its own attention with a hand-written backward, attention dropout spells the
 softmax out (the fused kernels have no dropout), and so does the class-token readout's one-query attention in the
-last block (`Encoder.first_token_only`).
+last block (`Encoder.first_token_only`) outside the bf16 mode.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class MultiHeadAttention(nn.Module):
             bias = jnp.concatenate([bk, bv], axis=0).astype(self.dtype)
             kv_ = matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype) + bias  # [..., N, 2H, dh]
             q = matmul(x[..., :1, :], kq * scale, self.dtype, self.matmul_dtype).astype(self.dtype)
-            out = self._attend_one_query(q + (bq * scale).astype(self.dtype), kv_[..., :h, :], kv_[..., h:, :], train)
+            out = self._attend(q + (bq * scale).astype(self.dtype), kv_[..., :h, :], kv_[..., h:, :], train)
         else:
             kernel = jnp.concatenate([kq * scale, kk, kv], axis=1)  # [D, 3H, dh]
             bias = jnp.concatenate([bq * scale, bk, bv], axis=0).astype(self.dtype)  # [3H, dh]
@@ -181,31 +181,24 @@ class MultiHeadAttention(nn.Module):
         return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out", kernel_init=out_init,
                                dot_general=dot_general_for(self.matmul_dtype))(out)
 
-    def _attend_one_query(self, q, k, v, train):
-        """One query row against all N keys: [B, 1, H, dh] x [B, N, H, dh]. Written out (a [B, H, 1, N] softmax
-        is small), so no fused kernel has to accept unequal query and key lengths."""
-        if self.matmul_dtype is not None and not (self.attention_dropout > 0.0 and train):
-            return bf16_attention(q, k, v)  # the CPU's bf16 mode: bf16 products forward and backward
-        w = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32), axis=-1)
-        if self.attention_dropout > 0.0 and train:
-            w = nn.Dropout(self.attention_dropout, deterministic=False)(w)
-        return jnp.einsum("bhqk,bkhd->bqhd", w.astype(v.dtype), v)
-
     def _attend(self, q, k, v, train):
-        lead = q.shape[:-3]
-        n, h, dh = q.shape[-3:]
-        q, k, v = (a.reshape((-1, n, h, dh)) for a in (q, k, v))
-        if self.attention_dropout > 0.0 and train:
-            # The fused kernel has no dropout; spell the softmax out only when it is asked for.
+        """q [..., Nq, H, dh] against k, v [..., Nk, H, dh]; Nq is 1 for the class-token readout's last block."""
+        lead, q_shape = q.shape[:-3], q.shape[-3:]
+        q, k, v = (a.reshape((-1,) + a.shape[-3:]) for a in (q, k, v))
+        dropout = self.attention_dropout > 0.0 and train
+        if dropout or (self.matmul_dtype is None and q.shape[1] != k.shape[1]):
+            # The fused kernels have no dropout, and cuDNN's wants equal query and key lengths: spell the
+            # softmax out (for the readout's one query, a [B, H, 1, N] softmax is small anyway).
             logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)  # q carries the 1/sqrt(dh) scale
             w = jax.nn.softmax(logits.astype(jnp.float32)).astype(q.dtype)
-            w = nn.Dropout(self.attention_dropout, deterministic=False)(w)
+            if dropout:
+                w = nn.Dropout(self.attention_dropout, deterministic=False)(w)
             out = jnp.einsum("bhqk,bkhd->bqhd", w, v)
         elif self.matmul_dtype is not None:
             out = bf16_attention(q, k, v)
         else:
             out = fused_attention(q, k, v)
-        return out.reshape(lead + (n, h, dh))
+        return out.reshape(lead + q_shape)
 
     def _attend_factorised(self, q, k, v, train):
         t, s = self.factorised

@@ -17,8 +17,8 @@ from vivit_cli.report import tables
 
 # One row of `load_runs`'s DataFrame, in this column order.
 RUN_COLUMNS = ("grid", "run_id", "table", "cell", "row", "column", "seed", "status", "top1", "top5", "params",
-               "gflops", "forward_ms_per_clip", "device", "numerics", "steps", "train_seconds", "error", "eval", "mtime", "path",
-               *tables.PERF_METRICS)
+               "gflops", "forward_ms_per_clip", "device", "numerics", "steps", "train_seconds", "error", "eval",
+               "mtime", "path", *tables.PERF_METRICS)
 
 DONE, FAILED, RUNNING = "done", "failed", "running"
 

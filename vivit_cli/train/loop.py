@@ -235,9 +235,10 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
     # ---- Compiled steps ----------------------------------------------------------------------------
     batch_sh = {"video": bsh, "label": bsh}
     train_step = step_lib.compile_train_step(cfg, model, tx, schedule, nc, shardings, batch_sh, repl)
+    # Over several CPU devices, each launch waits for the last (XLA's CPU runtime can deadlock otherwise).
     run_step = mesh_lib.one_launch_at_a_time(train_step)
-    eval_step = step_lib.compile_eval_step(model, shardings["params"], {"video": bsh, "label": bsh, "mask": bsh},
-                                           repl)
+    eval_step = mesh_lib.one_launch_at_a_time(
+        step_lib.compile_eval_step(model, shardings["params"], {"video": bsh, "label": bsh, "mask": bsh}, repl))
 
     def evaluate(params) -> dict[str, float]:
         views = (1, 1) if task.kind == "image" else config.parse_views(cfg.data.eval_views)

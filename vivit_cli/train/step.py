@@ -69,7 +69,5 @@ def compile_train_step(cfg, model, tx, schedule, num_classes: int, state_shardin
 
 
 def compile_eval_step(model, param_shardings, batch_shardings, replicated):
-    from .mesh import one_launch_at_a_time  # eval batches are independent launches: see there
-
-    return one_launch_at_a_time(jax.jit(partial(eval_step, model=model), in_shardings=(param_shardings, batch_shardings),
-                                        out_shardings=replicated))
+    return jax.jit(partial(eval_step, model=model), in_shardings=(param_shardings, batch_shardings),
+                   out_shardings=replicated)
