@@ -129,36 +129,36 @@ class Prepared:
     _forward: Any = None
     _rng: Any = None
 
+    def layout(self):
+        """The trainer's layout of the train state on this mesh (`train.state`), with its optimizer."""
+        from vivit_cli import models
+        from vivit_cli.train import state as state_lib
+
+        return state_lib.layout_for(self.mesh, models.param_shapes(self.cfg, self.num_classes), self.cfg.train)
+
     def train_state(self):
-        """A fresh train state (step 0, a copy of the params, a new optimizer state): the step donates it."""
+        """A fresh train state (step 0, the params in the trainer's layout, a new optimizer state): the step
+        donates it."""
         import jax
         import jax.numpy as jnp
-        import numpy as np
 
-        from vivit_cli.train import mesh as mesh_lib, optim
-
-        tx, _ = optim.make_optimizer(self.cfg.train)
-        opt_sh = mesh_lib.tree_shardings(self.mesh, jax.eval_shape(tx.init, self.params))
-        opt_state = jax.jit(tx.init, out_shardings=opt_sh)(self.params)
-        return {"step": mesh_lib.put_global(np.int32(0), mesh_lib.replicated(self.mesh)),
-                "params": jax.tree.map(jnp.copy, self.params), "opt_state": opt_state}
+        return self.layout().init(jax.tree.map(jnp.copy, self.params), self.mesh)
 
     def train_step(self):
         """`step(state) -> (state, metrics)`: the trainer's compiled step on this batch."""
         import jax
         import numpy as np
 
-        from vivit_cli.train import mesh as mesh_lib, optim, step as step_lib
+        from vivit_cli.train import mesh as mesh_lib, step as step_lib
 
         if self._train is None:
             repl, bsh = mesh_lib.replicated(self.mesh), mesh_lib.batch_sharding(self.mesh)
-            tx, schedule = optim.make_optimizer(self.cfg.train)
-            state = self.train_state()
-            shardings = jax.tree.map(lambda a: a.sharding, state)
-            fn = step_lib.compile_train_step(self.cfg, self.model, tx, schedule, self.num_classes, shardings,
-                                             {"video": bsh, "label": bsh}, repl)
+            layout = self.layout()
+            fn = step_lib.compile_train_step(self.cfg, self.model, layout.tx, layout.schedule, self.num_classes,
+                                             layout.shardings(self.mesh), {"video": bsh, "label": bsh}, repl,
+                                             model_params=layout.model_params)
             self._rng = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(self.seed)), repl)
-            self._train, self.compile_seconds, _ = compile_timed(fn, state, self.data, self._rng)
+            self._train, self.compile_seconds, _ = compile_timed(fn, self.train_state(), self.data, self._rng)
         compiled, data, rng = mesh_lib.one_launch_at_a_time(self._train), self.data, self._rng
         return lambda state: compiled(state, data, rng)
 

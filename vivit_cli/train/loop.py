@@ -179,7 +179,7 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
     from vivit_cli import config, models
     from vivit_cli.bench import core as bench_core, perf as bench_perf
 
-    from . import checkpoint, init_from, mesh as mesh_lib, optim, step as step_lib
+    from . import checkpoint, init_from, mesh as mesh_lib, state as state_lib, step as step_lib
     from .wandb_log import WandbLogger
 
     main = runtime.is_main()
@@ -193,13 +193,13 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
 
     # ---- Model and optimizer -----------------------------------------------------------------------
     model = models.build_model(cfg, nc)
-    tx, schedule = optim.make_optimizer(cfg.train)
     param_shapes = models.param_shapes(cfg, nc)
-    abstract = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": param_shapes,
-                "opt_state": jax.eval_shape(tx.init, param_shapes)}
-    shardings = {"step": repl, "params": mesh_lib.tree_shardings(mesh, param_shapes),
-                 "opt_state": mesh_lib.tree_shardings(mesh, abstract["opt_state"])}
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    layout = state_lib.layout_for(mesh, param_shapes, cfg.train)  # per tensor, or flat (train/state.py)
+    tx, schedule = layout.tx, layout.schedule
+    saved = layout.shardings(mesh, saved=True)  # checkpoints hold the per-tensor layout whatever the step holds
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), layout.saved_abstract(),
+                            saved)
+    shardings = layout.shardings(mesh)
 
     # ---- Initial state: own checkpoint, else init_from, else scratch ----------------------------------
     ckpt = checkpoint.Checkpointer(workdir / "checkpoints", keep=cfg.run.keep_checkpoints)
@@ -209,6 +209,7 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
         state, meta = restored
         start = int(meta["step"])
         state["step"] = mesh_lib.put_global(np.int32(start), repl)
+        state = layout.held_from_saved(state, mesh)
         train_rng = jnp.asarray(np.asarray(meta["rng"], np.uint32))
         origin = f"resumed from step {start}"
     else:
@@ -217,9 +218,7 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
         origin = "from scratch"
         if cfg.model.init_from not in ("", "none"):
             params, origin = init_from.initial_params(cfg, params, cfg.model.init_from)
-        params = mesh_lib.put_global(params, shardings["params"])
-        opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
-        state = {"step": mesh_lib.put_global(np.int32(0), repl), "params": params, "opt_state": opt_state}
+        state = layout.init(mesh_lib.put_global(params, saved["params"]), mesh)
     train_rng = mesh_lib.put_global(np.asarray(jax.device_get(train_rng)), repl)
 
     # ---- Input pipeline ----------------------------------------------------------------------------
@@ -234,13 +233,15 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
 
     # ---- Compiled steps ----------------------------------------------------------------------------
     batch_sh = {"video": bsh, "label": bsh}
-    train_step = step_lib.compile_train_step(cfg, model, tx, schedule, nc, shardings, batch_sh, repl)
+    train_step = step_lib.compile_train_step(cfg, model, tx, schedule, nc, shardings, batch_sh, repl,
+                                             model_params=layout.model_params)
     # Over several CPU devices, each launch waits for the last (XLA's CPU runtime can deadlock otherwise).
     run_step = mesh_lib.one_launch_at_a_time(train_step)
     eval_step = mesh_lib.one_launch_at_a_time(
-        step_lib.compile_eval_step(model, shardings["params"], {"video": bsh, "label": bsh, "mask": bsh}, repl))
+        step_lib.compile_eval_step(model, saved["params"], {"video": bsh, "label": bsh, "mask": bsh}, repl))
 
-    def evaluate(params) -> dict[str, float]:
+    def evaluate(held_params) -> dict[str, float]:
+        params = layout.tree_params(held_params, mesh)
         views = (1, 1) if task.kind == "image" else config.parse_views(cfg.data.eval_views)
         split = cfg.data.eval_split
         n_batches = eval_batch_count(task.num_examples(split), local_batch, pcount)
@@ -266,13 +267,15 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
     metrics_log = MetricsLog(workdir / "metrics.jsonl", resume_step=start, enabled=main)
     wandb = WandbLogger(cfg, workdir, run_id, enabled=main)
     title = f"{task.kind} {cfg.model.variant}" if task.kind == "video" else "image ViT"
-    layout = ""
+    split_note = ""
     if cfg.train.mesh_model > 1:
-        leaves = jax.tree.leaves(shardings["params"])
+        leaves = jax.tree.leaves(saved["params"])
         split = sum(1 for s in leaves if any(a is not None for a in s.spec))
-        layout = f", {split}/{len(leaves)} param tensors split over a model axis of {cfg.train.mesh_model}"
+        split_note = f", {split}/{len(leaves)} param tensors split over a model axis of {cfg.train.mesh_model}"
+    elif layout.flat:
+        split_note = ", params and optimizer state held flat"
     note(f"{workdir.name}: {title}, {models.count_params(param_shapes):,} params, {origin}, "
-         f"{runtime.device_description()}, global batch {cfg.train.batch_size}{layout}", main)
+         f"{runtime.device_description()}, global batch {cfg.train.batch_size}{split_note}", main)
     progress = Progress(total, start, title, enabled=main)
     stop = _StopFlag()
     train_seconds = float(meta.get("train_seconds", 0.0))
@@ -281,7 +284,7 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
         m = {"step": step, "rng": np.asarray(jax.device_get(train_rng)).tolist(),
              "data_states": _gather_json(data_it.get_state()), "train_seconds": train_seconds,
              "config_hash": config.config_hash(cfg)}
-        ckpt.save(step, state, m)
+        ckpt.save(step, layout.saved_from_held(state, mesh), m)
         metrics_log.flush()  # remote logs are written in batches: never let one lag behind a checkpoint
 
     # ---- Train loop --------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def cosine_with_warmup(base_lr: float, steps: int, warmup_steps: int):
     return schedule
 
 
-def _decay_mask(params):
+def decay_mask(params):
     """Weight decay on matrices/kernels only: not on biases, LayerNorm scales, the class token or position
     embeddings (decaying those only pulls them towards zero without regularising anything)."""
 
@@ -42,19 +42,21 @@ def _decay_mask(params):
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(train_cfg):
-    """(optax transformation, schedule) for `cfg.train`."""
+def make_optimizer(train_cfg, mask=None):
+    """(optax transformation, schedule) for `cfg.train`. `mask` (params -> tree of bools, which take weight
+    decay) replaces `decay_mask` for params held in another layout (`train.state`)."""
     t = train_cfg
+    mask = mask or decay_mask
     schedule = cosine_with_warmup(t.lr, t.steps, t.warmup_steps)
     parts = []
     if t.grad_clip and t.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(t.grad_clip))
     if t.optimizer == "sgd":
         if t.weight_decay:
-            parts.append(optax.add_decayed_weights(t.weight_decay, mask=_decay_mask))
+            parts.append(optax.add_decayed_weights(t.weight_decay, mask=mask))
         parts.append(optax.sgd(schedule, momentum=t.momentum))
     elif t.optimizer == "adamw":
-        parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=t.weight_decay, mask=_decay_mask))
+        parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=t.weight_decay, mask=mask))
     else:  # config validation makes this unreachable; kept so a new name cannot fall through silently
         raise ValueError(f"unknown optimizer {t.optimizer!r}")
     return optax.chain(*parts), schedule
