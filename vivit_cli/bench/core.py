@@ -281,6 +281,7 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
             "mfu": mfu(clips, TRAIN_FLOPS_PER_FORWARD * fwd_flops, peak_flops),
             "xla_train_flops_per_step": _xla_flops(p._train),
             "train_inner_steps": n_inner, "train_loss_finite": bool(np.isfinite(loss)),
+            "train_state_layout": "flat" if p.layout().flat else "per tensor",
         }, **memory(p._train, device))
     result["attention"] = attention_path(cfg)
     return result

@@ -5,11 +5,11 @@ Per tensor (the default): params and optimizer moments are pytrees shaped like t
 Flat, where several CPU devices share one process (`VIVIT_NUM_CPU_DEVICES`, `vivit bench --cpu-devices`) and
 nothing is split over a model axis: the params are two f32 vectors, {"decayed", "other"} (the tensors that
 take weight decay and those that do not, so optax's mask still applies per buffer), and so is each optimizer
-moment. The model reads its tensors as slices of them and the gradient comes back as two vectors, so the
+moment. The model reads its tensors as `jnp.split` pieces of them and the gradient comes back as two vectors, so the
 clipping norm, AdamW and the update run as a few fused loops instead of a few small ops per tensor (72 tensors
 in the tiny model). On a CPU shared by two devices those small ops cost each device a tenth of a tiny train
 step (32-34 -> 28-30 ms measured, benchmarks/RESULTS.md); on one device the slices' copies make the flat layout
-a few percent slower, so one device keeps the per-tensor layout.
+a few percent slower (the pieces are copies there), so one device keeps the per-tensor layout.
 
 Checkpoints always hold the per-tensor layout (`to_saved` / `from_saved`): a run saved under one layout resumes
 under the other, and eval, init-from and interop never see a flat vector.
@@ -47,6 +47,7 @@ class Layout:
         self._groups = [GROUPS[0] if d else GROUPS[1] for d in jax.tree.leaves(optim.decay_mask(param_shapes))]
         self.flat = bool(flat) and len({jnp.dtype(x.dtype) for x in leaves}) == 1  # one vector needs one dtype
         self.param_shapes = param_shapes
+        self._jitted: dict = {}
         # The same optax chain either way (so the states match leaf for leaf); flat, weight decay masks groups.
         self._saved_tx, self.schedule = optim.make_optimizer(train_cfg)
         self.tx = optim.make_optimizer(train_cfg, mask=lambda p: {"decayed": True, "other": False})[0] \
@@ -111,32 +112,38 @@ class Layout:
         return {"step": mesh_lib.replicated(mesh), "params": mesh_lib.tree_shardings(mesh, abstract["params"]),
                 "opt_state": mesh_lib.tree_shardings(mesh, abstract["opt_state"])}
 
+    def _fresh(self, params):
+        held = self.ravel(params) if self.flat else params
+        return {"step": jnp.int32(0), "params": held, "opt_state": self.tx.init(held)}
+
     def init(self, params, mesh):
         """A fresh held state (step 0) from per-tensor params on the devices."""
+        return self._on(mesh, "init", self._fresh, self.shardings(mesh))(params)
 
-        def fresh(p):
-            held = self.ravel(p) if self.flat else p
-            return {"step": jnp.int32(0), "params": held, "opt_state": self.tx.init(held)}
-
-        return jax.jit(fresh, out_shardings=self.shardings(mesh))(params)
+    def _on(self, mesh, name: str, fn, out_shardings):
+        """`fn` jitted once per mesh (evals and checkpoints call these again and again)."""
+        key = (name, mesh)
+        if key not in self._jitted:
+            self._jitted[key] = jax.jit(fn, out_shardings=out_shardings)
+        return self._jitted[key]
 
     def tree_params(self, held_params, mesh):
         """The held params as per-tensor arrays on the devices (for an eval)."""
         if not self.flat:
             return held_params
-        return jax.jit(self.unravel, out_shardings=self.shardings(mesh, saved=True)["params"])(held_params)
+        return self._on(mesh, "unravel", self.unravel, self.shardings(mesh, saved=True)["params"])(held_params)
 
     def held_from_saved(self, saved: dict, mesh):
         """A restored per-tensor state (on the devices) -> the held state."""
         if not self.flat:
             return saved
-        return jax.jit(self.from_saved, out_shardings=self.shardings(mesh))(saved)
+        return self._on(mesh, "from_saved", self.from_saved, self.shardings(mesh))(saved)
 
     def saved_from_held(self, held: dict, mesh):
-        """The held state -> per-tensor arrays on the devices, for a checkpoint or an eval."""
+        """The held state -> per-tensor arrays on the devices, for a checkpoint."""
         if not self.flat:
             return held
-        return jax.jit(self.to_saved, out_shardings=self.shardings(mesh, saved=True))(held)
+        return self._on(mesh, "to_saved", self.to_saved, self.shardings(mesh, saved=True))(held)
 
 
 def layout_for(mesh, param_shapes, train_cfg) -> Layout:
