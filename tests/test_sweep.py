@@ -461,3 +461,27 @@ def test_scheduler_retries_blocks_dependents_and_resumes(tmp_path):
     # Everything done: nothing starts.
     backend = ScriptedBackend({})
     assert runner.run(p, st.RunStore(results), backend, poll=0.01, live=False).ok and backend.started == []
+
+
+def test_done_runs_from_older_model_code_are_flagged_not_rerun(tmp_path):
+    # Run ids hash the config, not the code: after a numerics change a sweep keeps its done runs, and says so.
+    from vivit_cli.models import NUMERICS_VERSION
+
+    results = tmp_path / "results"
+    p = plan("attention-order", preset="smoke")
+    old, new, *_ = [j for j in p.jobs if j.kind == "train"]
+    _fake_run(results / "attention-order" / old.run_id, {"status": "done", "top1": 0.5})  # no numerics: before 3
+    _fake_run(results / "attention-order" / new.run_id, {"status": "done", "top1": 0.6, "numerics": NUMERICS_VERSION})
+    r = vivit("status", "--results", str(results), "--json")
+    assert r.returncode == 0, r.stderr
+    stale = {row["run_id"]: row["stale"] for row in json.loads(r.stdout)["runs"]}
+    assert stale[new.run_id] is None
+    assert stale[old.run_id] == f"older model code (numerics before version 3, now {NUMERICS_VERSION})"
+    assert "1 done run(s) were trained by older model code" in r.stderr
+    r = vivit("sweep", "attention-order", "--preset", "smoke", "--dry-run", "--results", str(results),
+              env={"COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    assert "done (older model code" in r.stdout and "1 done run(s)" in r.stderr
+    cells = json.loads(vivit("sweep", "attention-order", "--preset", "smoke", "--dry-run", "--json", "--results",
+                             str(results)).stdout)["cells"]
+    assert {c["run_id"]: c["state"] for c in cells}[old.run_id] == "done"  # kept, not retrained

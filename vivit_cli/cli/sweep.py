@@ -37,11 +37,12 @@ def _dry_run(plan, results: str, backend_name: str, backend_opts, wandb, as_json
         rows.append({"run_id": job.run_id, "folder": f"{job.grid}/{job.run_id}", "kind": job.kind, "cell": job.cell,
                      "row": job.labels.get("row"), "column": job.labels.get("column"), "seed": job.seed,
                      "overrides": job.overrides, "deps": list(job.deps), "state": cur.state, "error": cur.error,
-                     "shared_from": cur.shared_from, "top1": cur.top1,
+                     "shared_from": cur.shared_from, "stale": cur.stale, "top1": cur.top1,
                      "commands": backend.commands(runner.launch_for(job, store, wandb))})
     counts = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
+    _warn_stale(rows)
     if as_json:
         print_json({"grid": plan.grid.name, "table": plan.grid.table, "preset": plan.preset or "cpu",
                     "seeds": plan.seeds, "results": results, "backend": backend_name, "counts": counts, "cells": rows})
@@ -55,13 +56,21 @@ def _dry_run(plan, results: str, backend_name: str, backend_opts, wandb, as_json
         over = ", ".join(f"{k}={v}" for k, v in r["overrides"].items())
         cell = r["cell"] if r["kind"] == "train" else f"{r['cell']} (dependency, {r['kind']})"
         state = r["state"] + (f" ({r['shared_from']})" if r["shared_from"] else "") + \
-            (f": {r['error']}" if r["error"] else "")
+            (f": {r['error']}" if r["error"] else "") + (f" ({r['stale']})" if r["stale"] else "")
         t.add_row(str(i), r["run_id"], cell, r["column"] or "", str(r["seed"]), state, over)
     out = console()
     out.print(t)
     out.print(f"{len(plan.cells)} cells x seeds + {len(plan.deps)} dependencies; "
               + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f"; preset {plan.preset or 'cpu'}, "
               f"results {results}. Nothing was run (--dry-run).", highlight=False)
+
+
+def _warn_stale(rows) -> None:
+    from vivit_cli.sweep import status
+
+    warning = status.stale_warning(rows)
+    if warning:
+        err_console().print(warning, highlight=False, markup=False)
 
 
 def _list(preset, seeds, as_json: bool) -> None:
@@ -167,6 +176,7 @@ def status_command(
     from vivit_cli.sweep import status
 
     rows = status.collect(results, grid)
+    _warn_stale(rows)
     if as_json:
         print_json({"results": results, "grid": grid, "counts": status.counts(rows), "runs": rows})
         return

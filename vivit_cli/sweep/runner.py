@@ -193,7 +193,8 @@ def run(plan: Plan, store: st.RunStore, backend: Backend, *, parallel: int = 1, 
     for s in slots:  # the opening picture: what is done already
         cur = store.state(s.job)
         set_state(s, {st.DONE: "done", st.RUNNING: "waiting"}.get(cur.state, "new"), top1=cur.top1,
-                  note={st.PARTIAL: "partial", st.SHARED: f"shared from {cur.shared_from}"}.get(cur.state, ""))
+                  note={st.PARTIAL: "partial", st.SHARED: f"shared from {cur.shared_from}"}.get(cur.state, "")
+                  or cur.stale or "")
         if cur.state == st.FAILED and cur.exhausted:
             set_state(s, "failed", error=cur.error)
 

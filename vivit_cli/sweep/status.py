@@ -39,8 +39,21 @@ def collect(results: str, grid: str | None = None) -> list[dict]:
             rows.append({"grid": g.name, "run_id": run_id, "cell": cell.get("cell"), "row": cell.get("row"),
                          "column": cell.get("column"), "seed": cell.get("seed"), "state": cur.state,
                          "top1": cur.top1, "step": cur.step, "failures": cur.failures, "error": cur.error,
-                         "shared_from": cur.shared_from})
+                         "shared_from": cur.shared_from, "stale": cur.stale})
     return rows
+
+
+def run_note(r: dict) -> str:
+    return "; ".join(n for n in (f"from {r['shared_from']}" if r.get("shared_from") else "", r.get("stale") or "") if n)
+
+
+def stale_warning(rows: list[dict]) -> str | None:
+    """One line when done runs came from model code that computes differently (`CellState.stale`)."""
+    n = sum(1 for r in rows if r.get("stale"))
+    if not n:
+        return None
+    return (f"{n} done run(s) were trained by older model code; a rerun may give other numbers, and `vivit report` "
+            "flags tables that mix them. Sweep into a fresh --results folder to retrain them.")
 
 
 def counts(rows: list[dict]) -> dict[str, int]:
@@ -55,7 +68,7 @@ def table(rows: list[dict], title: str):
 
     out = [Row(key=f"{r['grid']}/{r['run_id']}", grid=r["grid"], cell=r["row"] or r["cell"] or "?",
                column=r["column"] or "", seed=r["seed"] or 0, run_id=r["run_id"], state=r["state"], top1=r["top1"],
-               step=r["step"], error=r["error"], note=f"from {r['shared_from']}" if r["shared_from"] else "")
+               step=r["step"], error=r["error"], note=run_note(r))
            for r in rows]
     n = counts(rows)
     return live_table(out, f"{title}: " + ", ".join(f"{v} {k}" for k, v in sorted(n.items())) if n else title,

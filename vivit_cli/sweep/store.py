@@ -51,6 +51,18 @@ class CellState:
     top1: float | None = None
     step: int | None = None
     exhausted: bool = False  # failed max_attempts times: not retried, reported as failed
+    numerics: int | None = None  # a done run's `models.NUMERICS_VERSION` (None: trained before runs recorded it)
+
+    @property
+    def stale(self) -> str | None:
+        """For a done run trained by model code that computes differently from this one, why its numbers may
+        not match a rerun (run ids hash the config, not the code, so a sweep keeps such runs)."""
+        from vivit_cli.models import NUMERICS_VERSION  # no JAX: the constant lives beside the pure-Python FLOPs
+
+        if self.state != DONE or self.numerics == NUMERICS_VERSION:
+            return None
+        was = "before version 3" if self.numerics is None else f"version {self.numerics}"
+        return f"older model code (numerics {was}, now {NUMERICS_VERSION})"
 
 
 def check_writable(root: str) -> None:
@@ -135,7 +147,9 @@ class RunStore:
         summary = summary if isinstance(summary, dict) else {}
         if summary.get("status") == DONE:
             cell = read_json(d / "cell.json") or {}
-            return CellState(DONE, top1=summary.get("top1"), shared_from=cell.get("shared_from"))
+            numerics = summary.get("numerics")
+            return CellState(DONE, top1=summary.get("top1"), shared_from=cell.get("shared_from"),
+                             numerics=numerics if isinstance(numerics, int) else None)
         if check_lock and self._locked_by_other(job):
             return CellState(RUNNING, step=self.last_step(job))
         record = read_json(d / "sweep.json") or {}
