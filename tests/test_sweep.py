@@ -476,7 +476,7 @@ def test_done_runs_from_older_model_code_are_flagged_not_rerun(tmp_path):
     assert r.returncode == 0, r.stderr
     stale = {row["run_id"]: row["stale"] for row in json.loads(r.stdout)["runs"]}
     assert stale[new.run_id] is None
-    assert stale[old.run_id] == f"older model code (numerics before version 3, now {NUMERICS_VERSION})"
+    assert stale[old.run_id] == f"older model code (numerics before 3, now {NUMERICS_VERSION})"
     assert "1 done run(s) were trained by older model code" in r.stderr
     r = vivit("sweep", "attention-order", "--preset", "smoke", "--dry-run", "--results", str(results),
               env={"COLUMNS": "250"})

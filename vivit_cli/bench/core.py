@@ -128,13 +128,18 @@ class Prepared:
     _train: Any = None
     _forward: Any = None
     _rng: Any = None
+    _layout: Any = None
 
     def layout(self):
-        """The trainer's layout of the train state on this mesh (`train.state`), with its optimizer."""
+        """The trainer's layout of the train state on this mesh (`train.state`), with its optimizer; built once,
+        so its compiled conversions are reused by every fresh state."""
         from vivit_cli import models
         from vivit_cli.train import state as state_lib
 
-        return state_lib.layout_for(self.mesh, models.param_shapes(self.cfg, self.num_classes), self.cfg.train)
+        if self._layout is None:
+            self._layout = state_lib.layout_for(self.mesh, models.param_shapes(self.cfg, self.num_classes),
+                                                self.cfg.train)
+        return self._layout
 
     def train_state(self):
         """A fresh train state (step 0, the params in the trainer's layout, a new optimizer state): the step

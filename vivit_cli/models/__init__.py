@@ -30,6 +30,11 @@ DEFAULT_NUM_CLASSES = 400  # Kinetics 400: what the paper's parameter counts inc
 NUMERICS_VERSION = 3
 
 
+def numerics_label(version) -> str:
+    """How reports and the run store name a run's numerics version (None or NaN: trained before it was recorded)."""
+    return "before 3" if version is None or version != version else str(int(version))
+
+
 def _kernel_init(method: str, embedding: str):
     """From-scratch tubelet kernel init. central_frame zeros whole time slices (not width columns,
     which is the reference's from-scratch bug); filter_inflation repeats one random 2-D kernel over t."""

@@ -170,7 +170,9 @@ def perf_note(devices: list[str], without: int = 0) -> str:
 
 def numerics_note(versions) -> str | None:
     """Runs whose model code computed differently (`models.NUMERICS_VERSION`) should not share a table."""
-    names = sorted({"before 3" if v is None or v != v else str(int(v)) for v in versions})
+    from vivit_cli.models import numerics_label
+
+    names = sorted({numerics_label(v) for v in versions})
     if len(names) < 2:
         return None
     return (f"These runs come from model code of different numerics versions ({', '.join(names)}): a later version "

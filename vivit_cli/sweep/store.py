@@ -57,12 +57,11 @@ class CellState:
     def stale(self) -> str | None:
         """For a done run trained by model code that computes differently from this one, why its numbers may
         not match a rerun (run ids hash the config, not the code, so a sweep keeps such runs)."""
-        from vivit_cli.models import NUMERICS_VERSION  # no JAX: the constant lives beside the pure-Python FLOPs
+        from vivit_cli.models import NUMERICS_VERSION, numerics_label  # no JAX: beside the pure-Python FLOPs
 
         if self.state != DONE or self.numerics == NUMERICS_VERSION:
             return None
-        was = "before version 3" if self.numerics is None else f"version {self.numerics}"
-        return f"older model code (numerics {was}, now {NUMERICS_VERSION})"
+        return f"older model code (numerics {numerics_label(self.numerics)}, now {NUMERICS_VERSION})"
 
 
 def check_writable(root: str) -> None:

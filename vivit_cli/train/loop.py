@@ -267,15 +267,15 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
     metrics_log = MetricsLog(workdir / "metrics.jsonl", resume_step=start, enabled=main)
     wandb = WandbLogger(cfg, workdir, run_id, enabled=main)
     title = f"{task.kind} {cfg.model.variant}" if task.kind == "video" else "image ViT"
-    split_note = ""
+    state_note = ""
     if cfg.train.mesh_model > 1:
         leaves = jax.tree.leaves(saved["params"])
         split = sum(1 for s in leaves if any(a is not None for a in s.spec))
-        split_note = f", {split}/{len(leaves)} param tensors split over a model axis of {cfg.train.mesh_model}"
+        state_note = f", {split}/{len(leaves)} param tensors split over a model axis of {cfg.train.mesh_model}"
     elif layout.flat:
-        split_note = ", params and optimizer state held flat"
+        state_note = ", params and optimizer state held flat"
     note(f"{workdir.name}: {title}, {models.count_params(param_shapes):,} params, {origin}, "
-         f"{runtime.device_description()}, global batch {cfg.train.batch_size}{split_note}", main)
+         f"{runtime.device_description()}, global batch {cfg.train.batch_size}{state_note}", main)
     progress = Progress(total, start, title, enabled=main)
     stop = _StopFlag()
     train_seconds = float(meta.get("train_seconds", 0.0))

@@ -106,9 +106,9 @@ class Layout:
         """Shardings of the held (or saved) state: replicated when flat, else the per-tensor rule."""
         from . import mesh as mesh_lib
 
-        abstract = self.saved_abstract() if saved or not self.flat else self.held_abstract()
         if self.flat and not saved:
-            return jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract)
+            return jax.tree.map(lambda _: mesh_lib.replicated(mesh), self.held_abstract())
+        abstract = self.saved_abstract()
         return {"step": mesh_lib.replicated(mesh), "params": mesh_lib.tree_shardings(mesh, abstract["params"]),
                 "opt_state": mesh_lib.tree_shardings(mesh, abstract["opt_state"])}
 
