@@ -31,7 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import vivit_cli  # noqa: E402,F401 - first: applies the project's XLA CPU flags before JAX starts its backend
+from vivit_cli.runtime.cpu import apply_xla_defaults  # noqa: E402
+
+apply_xla_defaults()  # first: the project's XLA CPU flags, before JAX starts its backend
 
 SIZES = {
     # name: (config overrides, target ratio of our train clips/s over PyTorch's, MFU target or None)
@@ -309,7 +311,7 @@ def main(argv=None) -> int:
     if args.cpu_devices < 1 or args.batch % args.cpu_devices:
         ap.error(f"--cpu-devices {args.cpu_devices}: must be >= 1 and divide --batch {args.batch}")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from vivit_cli.train import runtime
+    from vivit_cli import runtime
 
     runtime.setup(cpu_devices=args.cpu_devices)  # before JAX starts its backend
     load_before = os.getloadavg()[0]

@@ -9,6 +9,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Keep the tests on the CPU and quiet; subprocesses inherit this.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# In-process tests run JAX with the CLI's XLA defaults, as `vivit` itself does (the package sets none on import).
+from vivit_cli.runtime.cpu import apply_xla_defaults  # noqa: E402
+
+apply_xla_defaults()
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from vivit_cli import config
-from vivit_cli.bench import core, peak, timing
+from vivit_cli.bench import core, peak
+from vivit_cli.runtime import timing
 from vivit_cli.errors import VivitError
 
 TINY = ["model.hidden=32", "model.layers=1", "model.heads=2", "model.mlp=64", "data.frames=4", "data.crop=16",
@@ -161,17 +162,24 @@ def test_cli_rejects_bad_options(cli):
 
 
 def test_xla_cpu_defaults_respect_the_user():
-    from vivit_cli.bench import xla_flags
+    from vivit_cli.runtime import cpu as xla_flags
 
     if not (xla_flags._installed("jaxlib") or "").startswith(xla_flags.MEASURED_JAXLIB):
         pytest.skip("flags are only applied on the jaxlib series they were measured on")
     assert xla_flags.cpu_flags_to_add({}) == ["--xla_cpu_experimental_ynn_fusion_type=-reduce"]
     assert xla_flags.cpu_flags_to_add({"VIVIT_XLA_DEFAULTS": "0"}) == []
     assert xla_flags.cpu_flags_to_add({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+dot"}) == []
-    # Importing the package applied them to this process (before JAX started its backend).
+    # The CLI entry applies them before a command starts JAX; importing the package sets nothing.
     import os
+    import subprocess
+    import sys
 
-    assert "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", "")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    probe = ("import os, vivit_cli, vivit_cli.cli.app as app; before = os.environ.get('XLA_FLAGS'); "
+             "app.main(['--help']); print(before, '|', os.environ.get('XLA_FLAGS'))")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    before, after = out.stdout.strip().splitlines()[-1].split(" | ")
+    assert before == "None" and "xla_cpu_experimental_ynn_fusion_type=-reduce" in after
 
 
 def test_median_step_seconds_weighs_intervals_by_their_steps():

@@ -1,5 +1,5 @@
 """Several CPU devices in one process (VIVIT_NUM_CPU_DEVICES, emulated slices): independent launches of a
-program with collectives must not deadlock XLA's CPU runtime (see `train.mesh.one_launch_at_a_time`)."""
+program with collectives must not deadlock XLA's CPU runtime (see `runtime.cpu.one_launch_at_a_time`)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import sys
 import numpy as np
 import jax
 from vivit_cli import config, models
-from vivit_cli.train import mesh as mesh_lib, step as step_lib
+from vivit_cli.runtime import cpu, mesh as mesh_lib
+from vivit_cli.train import step as step_lib
 if sys.argv[1] == "unguarded":
-    mesh_lib.one_launch_at_a_time = lambda fn: fn
+    cpu.one_launch_at_a_time = lambda fn: fn
 cfg = config.build(sys.argv[3:])
 mesh = mesh_lib.make_mesh(1)
 assert mesh.shape["data"] == 2, mesh.shape
@@ -33,7 +34,7 @@ repl = mesh_lib.replicated(mesh)
 rng = np.random.default_rng(0)
 video = rng.uniform(-1, 1, (2, 1, cfg.data.frames, cfg.data.crop, cfg.data.crop, 3)).astype(np.float32)
 if sys.argv[2] == "eval":
-    step = mesh_lib.one_launch_at_a_time(step_lib.compile_eval_step(model, psh, {"video": bsh, "label": bsh,
+    step = cpu.one_launch_at_a_time(step_lib.compile_eval_step(model, psh, {"video": bsh, "label": bsh,
                                                                                  "mask": bsh}, repl))
     batch = mesh_lib.global_batch({"video": video, "label": np.arange(2, dtype=np.int32), "mask": np.ones(2, bool)}, bsh)
     sums = [step(params, batch) for _ in range(400)]
@@ -44,7 +45,7 @@ else:
     state = {"step": mesh_lib.put_global(np.int32(0), repl), "params": params,
              "opt_state": jax.jit(tx.init, out_shardings=mesh_lib.tree_shardings(mesh, jax.eval_shape(tx.init, params)))(params)}
     shardings = jax.tree.map(lambda a: a.sharding, state)
-    step = mesh_lib.one_launch_at_a_time(step_lib.compile_train_step(cfg, model, tx, schedule, 4, shardings,
+    step = cpu.one_launch_at_a_time(step_lib.compile_train_step(cfg, model, tx, schedule, 4, shardings,
                                                                      {"video": bsh, "label": bsh}, repl))
     batch = mesh_lib.global_batch({"video": video[:, 0], "label": np.arange(2, dtype=np.int32)}, bsh)
     key = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(0)), repl)

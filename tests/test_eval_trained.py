@@ -263,7 +263,7 @@ def test_bad_inputs_exit_2_with_one_line_and_touch_nothing(run_dir, tmp_path, ca
     from safetensors.numpy import save_file
 
     from vivit_cli import config
-    from vivit_cli.train import checkpoint
+    from vivit_cli.runtime import checkpoint
 
     # a converted checkpoint whose config does not match its weights (hidden 48 vs the trained 32)
     cfg, params = checkpoint.load(run_dir)

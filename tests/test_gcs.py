@@ -131,7 +131,7 @@ def test_run_store_states_on_gs(gcs):
 
 @pytest.mark.slow
 def test_train_on_gs_saves_resumes_and_evaluates(gcs, tmp_path):
-    from vivit_cli.train.checkpoint import step_dirs
+    from vivit_cli.runtime.checkpoint import step_dirs
 
     wd = f"gs://{BUCKET}/train/run"
     root = io.as_path(wd)

@@ -53,7 +53,7 @@ def _hf_logits(model, x):
 
 def _our_logits(path, x):
     from vivit_cli import models
-    from vivit_cli.train import checkpoint
+    from vivit_cli.runtime import checkpoint
 
     cfg, params = checkpoint.load(path)
     return np.asarray(models.build_model(cfg, cfg.data.num_classes).apply({"params": params}, x, train=False))
@@ -233,7 +233,7 @@ def test_export_from_a_training_run_directory(tmp_path):
 
     from vivit_cli import config, interop, models
     from vivit_cli.io import atomic_write_text
-    from vivit_cli.train.checkpoint import Checkpointer
+    from vivit_cli.runtime.checkpoint import Checkpointer
 
     cfg = config.build(["model.hidden=16", "model.layers=1", "model.heads=2", "model.mlp=32", "model.tubelet=2x4x4",
                         "data.frames=4", "data.crop=8", "data.num_classes=3"])

@@ -127,7 +127,7 @@ def _logits(cfg, params, x):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_round_trip_reproduces_our_logits(name, tmp_path):
     from vivit_cli import config, interop
-    from vivit_cli.train import checkpoint
+    from vivit_cli.runtime import checkpoint
 
     kind, classifier, embedding, sets, ours, count = CASES[name]
     tree = scenic_tree(kind, classifier, embedding, seed=len(name))
@@ -157,7 +157,7 @@ def test_round_trip_reproduces_our_logits(name, tmp_path):
 @pytest.mark.slow
 def test_average_pool_baseline_needs_frames(tmp_path):
     from vivit_cli import interop
-    from vivit_cli.train import checkpoint
+    from vivit_cli.runtime import checkpoint
 
     write_checkpoint(tmp_path / "ck", scenic_tree("factorized_encoder", "gap", temporal_layers=0))
     with pytest.raises(VivitError, match="data.frames: cannot be inferred"):
@@ -170,7 +170,7 @@ def test_average_pool_baseline_needs_frames(tmp_path):
 def test_epic_kitchens_heads(tmp_path):
     """One output_projection of 300 noun + 97 verb logits: kept whole (labels name the group) or one group."""
     from vivit_cli import interop
-    from vivit_cli.train import checkpoint
+    from vivit_cli.runtime import checkpoint
 
     tree = scenic_tree("factorized_encoder", "token", classes=397)
     write_checkpoint(tmp_path / "ck", tree)

@@ -106,7 +106,8 @@ def _write(tmp_path, flat, layout):
                                          ("scenic", "token")])
 def test_converted_vit_matches_a_reference_forward(layout, pool, tmp_path):
     from vivit_cli import interop, models
-    from vivit_cli.train import checkpoint, init_from
+    from vivit_cli.runtime import checkpoint
+    from vivit_cli.train import init_from
 
     flat = _rand_vit(layout, pool)
     summary = interop.convert_vit(_write(tmp_path, flat, layout), tmp_path / "vit")

@@ -139,7 +139,7 @@ def test_metrics_log_drops_lines_past_the_resumed_step(tmp_path):
 
 def test_image_config_is_a_one_frame_vit_of_the_same_transformer():
     from vivit_cli import config
-    from vivit_cli.train.loop import image_config
+    from vivit_cli.config import image_config
 
     cfg = config.build(["model.variant=factorised_encoder", "model.tubelet=4x8x8", "model.init=filter_inflation"])
     img = image_config(cfg)

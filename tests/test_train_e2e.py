@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def _params(workdir):
-    from vivit_cli.train import checkpoint
+    from vivit_cli.runtime import checkpoint
 
     return checkpoint.load(workdir)[1]
 
@@ -97,7 +97,7 @@ def test_finished_workdir_is_not_trained_again(reference, capfd):
 
 
 def test_checkpoint_load_from_run_dir_and_step_dir(reference):
-    from vivit_cli.train import checkpoint
+    from vivit_cli.runtime import checkpoint
 
     wd, _ = reference
     cfg, params = checkpoint.load(wd)
@@ -280,7 +280,8 @@ def test_cli_trains_on_the_embedded_data_and_skips_a_finished_workdir(tmp_path):
 
 def test_pretrain_image_then_init_a_video_model_from_it(tmp_path):
     from vivit_cli import config, models
-    from vivit_cli.train import checkpoint, init_from, loop
+    from vivit_cli.runtime import checkpoint
+    from vivit_cli.train import init_from, loop
 
     sets = ["data.source=embedded:motion", "model.hidden=32", "model.layers=1", "model.heads=2", "model.mlp=64",
             "data.crop=16", "data.frames=4", "model.tubelet=2x8x8", "train.batch_size=16", "train.steps=6",

@@ -14,7 +14,8 @@ from train_helpers import FAST
 def _setup(optimizer: str, flat: bool, sets=()):
     from vivit_cli import config, models
     from vivit_cli.bench import core
-    from vivit_cli.train import state as state_lib, step as step_lib, mesh as mesh_lib
+    from vivit_cli.runtime import mesh as mesh_lib
+    from vivit_cli.train import state as state_lib, step as step_lib
 
     cfg = config.build(FAST + [f"train.optimizer={optimizer}", "train.weight_decay=0.3", "train.grad_clip=0.5",
                                "train.lr=0.01", *sets])
@@ -72,7 +73,7 @@ def test_flat_weight_decay_masks_the_same_tensors():
 
 
 def test_a_checkpoint_saved_flat_resumes_per_tensor_and_back(tmp_path):
-    from vivit_cli.train.checkpoint import Checkpointer
+    from vivit_cli.runtime.checkpoint import Checkpointer
 
     layout_f, prep, step_f, state = _setup("adamw", True)
     for _ in range(3):
@@ -106,7 +107,7 @@ def test_a_checkpoint_saved_flat_resumes_per_tensor_and_back(tmp_path):
 
 def test_one_cpu_device_keeps_the_per_tensor_layout_and_several_take_the_flat_one():
     from vivit_cli import config, models
-    from vivit_cli.train import mesh as mesh_lib, state as state_lib
+    from vivit_cli.runtime import mesh as mesh_lib, state as state_lib
 
     cfg = config.build(FAST)
     layout = state_lib.layout_for(mesh_lib.make_mesh(1), models.param_shapes(cfg, 4), cfg.train)

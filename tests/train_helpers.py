@@ -105,6 +105,8 @@ def run_synthetic(workdir, extra=()):
 RUNNER = """
 import json, sys
 sys.path.insert(0, {tests!r})
+from vivit_cli.runtime.cpu import apply_xla_defaults
+apply_xla_defaults()  # as the CLI entry does, before JAX starts
 import train_helpers as h
 from vivit_cli.train.loop import Preempted
 for workdir, extra in json.loads(sys.argv[1]):

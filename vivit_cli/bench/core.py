@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from vivit_cli.errors import VivitError
+from vivit_cli.runtime import cpu
 
 from . import peak as peak_lib
-from .timing import time_calls, time_stateful
+from vivit_cli.runtime.timing import compile_timed, time_calls, time_stateful
 
 TRAIN_FLOPS_PER_FORWARD = 3  # backward = 2x forward (grads w.r.t. activations and weights): the MFU convention
 
@@ -48,28 +49,6 @@ def devices_peak(per_device: float, devices) -> float:
     if devices and devices[0].platform == "cpu":
         return per_device * len({d.process_index for d in devices})
     return per_device * len(devices)
-
-
-def compile_timed(jitted, *args):
-    """(compiled, seconds, source): `jitted` lowered and compiled for `args`, timed. source is "persistent cache"
-    when the compilation cache supplied the program (the seconds are then a load, not a compile), else
-    "compiled". A later `jitted(*args)` reuses the executable rather than compiling again."""
-    import jax
-
-    hits = []
-
-    def listen(event, **_):
-        if event == "/jax/compilation_cache/cache_hits":
-            hits.append(event)
-
-    jax.monitoring.register_event_listener(listen)
-    try:
-        t0 = time.perf_counter()
-        compiled = jitted.lower(*args).compile()
-        seconds = time.perf_counter() - t0
-    finally:
-        jax.monitoring.unregister_event_listener(listen)
-    return compiled, seconds, "persistent cache" if hits else "compiled"
 
 
 def memory(compiled, device) -> dict[str, Any]:
@@ -154,7 +133,8 @@ class Prepared:
         import jax
         import numpy as np
 
-        from vivit_cli.train import mesh as mesh_lib, step as step_lib
+        from vivit_cli.runtime import mesh as mesh_lib
+        from vivit_cli.train import step as step_lib
 
         if self._train is None:
             repl, bsh = mesh_lib.replicated(self.mesh), mesh_lib.batch_sharding(self.mesh)
@@ -164,14 +144,14 @@ class Prepared:
                                              model_params=layout.model_params)
             self._rng = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(self.seed)), repl)
             self._train, self.compile_seconds, _ = compile_timed(fn, self.train_state(), self.data, self._rng)
-        compiled, data, rng = mesh_lib.one_launch_at_a_time(self._train), self.data, self._rng
+        compiled, data, rng = cpu.one_launch_at_a_time(self._train), self.data, self._rng
         return lambda state: compiled(state, data, rng)
 
     def forward(self):
         """`fwd() -> logits`: the jitted eval-mode forward pass on this batch."""
         import jax
 
-        from vivit_cli.train import mesh as mesh_lib
+        from vivit_cli.runtime import mesh as mesh_lib
 
         if self._forward is None:
             model = self.model
@@ -179,7 +159,7 @@ class Prepared:
                          in_shardings=(self.param_shardings, mesh_lib.batch_sharding(self.mesh)),
                          out_shardings=mesh_lib.replicated(self.mesh))
             self._forward, self.forward_compile_seconds, _ = compile_timed(fn, self.params, self.data["video"])
-        compiled, params, video = mesh_lib.one_launch_at_a_time(self._forward), self.params, self.data["video"]
+        compiled, params, video = cpu.one_launch_at_a_time(self._forward), self.params, self.data["video"]
         return lambda: compiled(params, video)
 
 
@@ -188,7 +168,7 @@ def prepare(cfg, *, batch_size: int | None = None, num_classes: int | None = Non
     import numpy as np
 
     from vivit_cli import config, models
-    from vivit_cli.train import mesh as mesh_lib
+    from vivit_cli.runtime import mesh as mesh_lib
 
     config.validate(cfg)
     nc = int(num_classes or cfg.data.num_classes or models.DEFAULT_NUM_CLASSES)

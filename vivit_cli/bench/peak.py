@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .timing import time_calls
+from vivit_cli.runtime.timing import time_calls
 
 
 def default_size(platform: str) -> int:
@@ -115,7 +115,7 @@ def best_peak(dtype: str = "float32", *, device=None, n: int | None = None, repe
                                                             device=device)[dtype]), "measured_at": time.time()}
     own = _memo[digest]
     if cache_dir is None:
-        from vivit_cli.train.runtime import cache_root
+        from vivit_cli.runtime import cache_root
 
         cache_dir = cache_root() / "peaks"
     path = Path(cache_dir) / f"{dtype}-{digest}.json"

@@ -11,7 +11,7 @@ import datetime
 from typing import Any
 
 from . import core
-from .timing import median_step_seconds
+from vivit_cli.runtime.timing import median_step_seconds
 
 
 def train_perf(cfg, num_classes: int, *, intervals, batch_size: int, compiled, compile_seconds: float | None,
@@ -21,7 +21,7 @@ def train_perf(cfg, num_classes: int, *, intervals, batch_size: int, compiled, c
     run's precision is `peak.best_peak`'s: measured here, raised to the best kept for this machine that day."""
     import jax
 
-    from vivit_cli.train import runtime
+    from vivit_cli import runtime
 
     from . import peak as peak_lib
 

@@ -28,6 +28,9 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; bad input becomes one line on stderr and exit code 2, never a traceback."""
+    from vivit_cli.runtime.cpu import apply_xla_defaults
+
+    apply_xla_defaults()  # before any command starts JAX's backend: XLA reads its flags once
     try:
         app(args=argv, standalone_mode=True)
     except VivitError as e:

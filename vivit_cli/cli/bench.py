@@ -43,7 +43,7 @@ def bench(
         raise VivitError(f"--cpu-devices {cpu_devices}: must be >= 1")
     cfg = build_config(sets, preset)
     from vivit_cli import bench as bench_lib
-    from vivit_cli.train import runtime
+    from vivit_cli import runtime
 
     runtime.setup(cpu_devices=cpu_devices)
 

@@ -43,7 +43,7 @@ def eval_command(
 
     run = evaluate_checkpoint(path, data=data, split=split, views=views, batch_size=batch_size,
                               save_logits=save_logits, plot=plot)
-    from vivit_cli.train import runtime
+    from vivit_cli import runtime
 
     if not runtime.is_main():
         return
@@ -105,7 +105,7 @@ def predict_command(
 
     restored = restore.load(checkpoint)
     cfg, params, nc = restored.cfg, restored.params, restored.num_classes
-    from vivit_cli.train import runtime
+    from vivit_cli import runtime
 
     if array is not None:
         clips = predict.load_clips(array, cfg)

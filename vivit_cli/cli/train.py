@@ -93,7 +93,7 @@ def pretrain_image_command(
     from vivit_cli.train import loop
 
     cfg = _config(sets, preset, config_file, wandb)
-    default = f"results/pretrain/{config.config_hash(loop.image_config(cfg))}"
+    default = f"results/pretrain/{config.config_hash(config.image_config(cfg))}"
     _go(loop.pretrain_image, cfg, workdir or default, as_json)
 
 

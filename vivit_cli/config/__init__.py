@@ -7,6 +7,7 @@
 
 from .core import (apply_overrides, build, config_hash, from_dict, from_json, parse_sets, parse_tubelet,
                    parse_views, resolve, to_dict, to_json, token_grid, validate)
+from .derived import image_config
 from .presets import PRESETS, preset_overrides
 from .schema import (ATTENTION_ORDERS, CLASSIFIERS, EMBEDDINGS, INITS, SIZES, VARIANT_ALIASES, VARIANTS, Config,
                      DataConfig, ModelConfig, RunConfig, TrainConfig)
@@ -14,6 +15,6 @@ from .schema import (ATTENTION_ORDERS, CLASSIFIERS, EMBEDDINGS, INITS, SIZES, VA
 __all__ = [
     "ATTENTION_ORDERS", "CLASSIFIERS", "Config", "DataConfig", "EMBEDDINGS", "INITS", "ModelConfig", "PRESETS",
     "RunConfig", "SIZES", "TrainConfig", "VARIANTS", "VARIANT_ALIASES", "apply_overrides", "build", "config_hash",
-    "from_dict", "from_json", "parse_sets", "parse_tubelet", "parse_views", "preset_overrides", "resolve",
+    "from_dict", "from_json", "image_config", "parse_sets", "parse_tubelet", "parse_views", "preset_overrides", "resolve",
     "to_dict", "to_json", "token_grid", "validate",
 ]

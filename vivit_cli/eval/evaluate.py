@@ -42,7 +42,7 @@ def evaluate(cfg, params, num_classes: int, *, split: str, views: tuple[int, int
              keep_view_logits: bool = False) -> EvalResult:
     """Evaluates `params` on `split` of `cfg.data.source` with T x S views per video."""
     from vivit_cli import data
-    from vivit_cli.train import runtime
+    from vivit_cli import runtime
 
     runtime.setup()
     import jax

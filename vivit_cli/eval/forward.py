@@ -32,7 +32,7 @@ def round_batch(requested: int, data_shards: int, processes: int) -> int:
 def _mesh(cfg):
     import jax
 
-    from vivit_cli.train import mesh as mesh_lib
+    from vivit_cli.runtime import mesh as mesh_lib
 
     model_axis = cfg.train.mesh_model
     # A model axis sized for the training slice may not fit this machine; data parallelism alone always does.
@@ -53,7 +53,7 @@ class Forward:
         import jax
 
         from vivit_cli import models
-        from vivit_cli.train import mesh as mesh_lib
+        from vivit_cli.runtime import mesh as mesh_lib
 
         self._jax, self._mesh_lib = jax, mesh_lib
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, precision="float32"))

@@ -36,7 +36,7 @@ def load_clips(path: str | Path, cfg) -> np.ndarray:
 
 def predict_array(cfg, params, num_classes: int, clips: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """float32 logits [N, C] of clips [N, T, H, W, 3]."""
-    from vivit_cli.train import runtime
+    from vivit_cli import runtime
 
     runtime.setup()
     from .forward import Forward, predict_rows
@@ -94,7 +94,7 @@ def decode_views(files: list[str], cfg, views: tuple[int, int]) -> np.ndarray:
 def predict_videos(cfg, params, num_classes: int, files: list[str], *, views: tuple[int, int] = (1, 1),
                    top_k: int = 5, label_names=(), batch_size: int = 8) -> list[dict]:
     """Per file: top-k classes with softmax probabilities of the view-averaged logits, and the logits."""
-    from vivit_cli.train import runtime
+    from vivit_cli import runtime
 
     if top_k <= 0:
         raise VivitError(f"--top-k={top_k}: must be positive")

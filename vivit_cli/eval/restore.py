@@ -3,7 +3,7 @@
 PATH may be a training workdir (its newest readable step), one step folder `<workdir>/checkpoints/<step>`,
 or a converted reference checkpoint (a folder with config.json and params.safetensors / params.msgpack /
 an Orbax params/ item, or the weights file itself), locally or on gs://. Loading goes through
-`train.checkpoint.load`, the one reader of the checkpoint format; this module adds what evaluation needs on
+`runtime.checkpoint.load`, the one reader of the checkpoint format; this module adds what evaluation needs on
 top: which step was read, where eval.json belongs, the class count and label names, and a shape check that
 turns a config/weights mismatch into one line instead of an XLA error deep inside the forward pass.
 """
@@ -66,7 +66,7 @@ def _load(path: Path):
     import logging
     import warnings
 
-    from vivit_cli.train import checkpoint
+    from vivit_cli.runtime import checkpoint
 
     _quiet_failed_restore()
     absl_log = logging.getLogger("absl")
@@ -91,7 +91,8 @@ def load(path: str | Path) -> Restored:
     import warnings
 
     from vivit_cli import config
-    from vivit_cli.train import checkpoint, runtime
+    from vivit_cli import runtime
+    from vivit_cli.runtime import checkpoint
 
     runtime.setup()  # multi-process init and device count must precede any JAX computation (the shape check)
     p = as_path(path, absolute=True)
@@ -140,7 +141,7 @@ def _num_classes(cfg, params, where: Path) -> int:
 
 
 def _flat(tree) -> dict[str, tuple[int, ...]]:
-    from vivit_cli.interop.tree import flatten
+    from vivit_cli.runtime.checkpoint import flatten
 
     return {name: tuple(getattr(v, "shape", ())) for name, v in flatten(tree).items()}
 

@@ -24,7 +24,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
                         views: str | None = None, batch_size: int | None = None, save_logits: str | None = None,
                         plot: str | None = None, write_json: bool = True) -> EvalRun:
     from vivit_cli import config
-    from vivit_cli.train import runtime
+    from vivit_cli import runtime
 
     from . import restore
     from .evaluate import evaluate

@@ -11,28 +11,9 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from vivit_cli.errors import VivitError
+from vivit_cli.runtime.checkpoint import flatten, unflatten
 
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name + "/"))
-        else:
-            out[name] = value
-    return out
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for name, value in flat.items():
-        node = tree
-        *parents, leaf = name.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
+__all__ = ["flatten", "unflatten", "to_float32", "blocks", "shape_of", "check_against"]
 
 
 def to_float32(tree: Mapping[str, Any]) -> dict[str, Any]:

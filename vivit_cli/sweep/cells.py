@@ -117,9 +117,8 @@ def _dependency_job(spec: GridSpec, dep: Dependency, global_sets: dict, preset: 
         cfg = _build(sets, preset)
         if dep.kind == "pretrain-image":
             from vivit_cli import config
-            from vivit_cli.train.loop import image_config  # numpy only, no JAX
 
-            run_id = config.config_hash(image_config(cfg))
+            run_id = config.config_hash(config.image_config(cfg))
         else:
             run_id = f"{_seed0_hash(cfg)}-s0"
     except VivitError as e:

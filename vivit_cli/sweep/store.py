@@ -87,7 +87,7 @@ class RunStore:
         self.remote = is_remote(self.url)
         self.max_attempts = max_attempts
         if self.remote:
-            from vivit_cli.train.runtime import cache_root
+            from vivit_cli.runtime import cache_root
 
             self.lock_dir = cache_root() / "locks" / hashlib.sha1(self.url.encode()).hexdigest()[:12]
             self.log_dir = cache_root() / "sweep-logs" / hashlib.sha1(self.url.encode()).hexdigest()[:12]
@@ -165,12 +165,9 @@ class RunStore:
         return CellState(NEW, failures=failures)
 
     def has_checkpoint(self, job: Job) -> bool:
-        from vivit_cli.train.checkpoint import step_dirs
+        from vivit_cli.runtime.checkpoint import has_checkpoints
 
-        try:
-            return bool(step_dirs(self.run_dir(job) / "checkpoints"))
-        except OSError:
-            return False
+        return has_checkpoints(self.run_dir(job))
 
     def last_step(self, job: Job) -> int | None:
         """The last logged step, from the tail of metrics.jsonl (cheap enough to poll for a live table)."""

@@ -51,7 +51,7 @@ def _merge_matching(fresh, src, path=""):
 
 def initial_params(cfg, fresh_params, spec: str) -> tuple[dict, str]:
     """(params as host arrays, a one-line description of what was loaded)."""
-    from . import checkpoint
+    from vivit_cli.runtime import checkpoint
 
     path = resolve(spec)
     summary = path / "summary.json"

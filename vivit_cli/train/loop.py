@@ -25,7 +25,8 @@ import numpy as np
 from vivit_cli.errors import VivitError
 from vivit_cli.io import as_path, read_json, write_json, write_text
 
-from . import runtime
+from vivit_cli import runtime
+
 from .logs import MetricsLog, Progress, itstime, note
 from .tasks import VideoTask, eval_batch_count
 
@@ -69,7 +70,9 @@ def run(cfg, workdir, *, task=None) -> dict[str, Any]:
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, num_classes=task.num_classes))
     config.validate(cfg)
     saved = read_json(workdir / "config.json")
-    has_checkpoints = _has_checkpoints(workdir)
+    from vivit_cli.runtime.checkpoint import has_checkpoints
+
+    has_checkpoints = has_checkpoints(workdir)
     if isinstance(saved, dict) and has_checkpoints:
         saved_cfg = config.from_dict(saved)
         if config.config_hash(saved_cfg) != config.config_hash(cfg):
@@ -177,9 +180,11 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
     import jax.numpy as jnp
 
     from vivit_cli import config, models
-    from vivit_cli.bench import core as bench_core, perf as bench_perf
+    from vivit_cli.bench import perf as bench_perf
+    from vivit_cli.runtime import checkpoint, cpu, mesh as mesh_lib
+    from vivit_cli.runtime.timing import compile_timed
 
-    from . import checkpoint, init_from, mesh as mesh_lib, state as state_lib, step as step_lib
+    from . import init_from, state as state_lib, step as step_lib
     from .wandb_log import WandbLogger
 
     main = runtime.is_main()
@@ -236,8 +241,8 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
     train_step = step_lib.compile_train_step(cfg, model, tx, schedule, nc, shardings, batch_sh, repl,
                                              model_params=layout.model_params)
     # Over several CPU devices, each launch waits for the last (XLA's CPU runtime can deadlock otherwise).
-    run_step = mesh_lib.one_launch_at_a_time(train_step)
-    eval_step = mesh_lib.one_launch_at_a_time(
+    run_step = cpu.one_launch_at_a_time(train_step)
+    eval_step = cpu.one_launch_at_a_time(
         step_lib.compile_eval_step(model, saved["params"], {"video": bsh, "label": bsh, "mask": bsh}, repl))
 
     def evaluate(held_params) -> dict[str, float]:
@@ -298,7 +303,7 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
             batch = mesh_lib.global_batch({"video": local["video"], "label": local["label"]}, bsh)
             t_step = time.time()
             if compile_seconds is None:  # compiled apart to time it alone; the call below reuses the executable
-                compiled_step = bench_core.compile_timed(train_step, state, batch, train_rng)
+                compiled_step = compile_timed(train_step, state, batch, train_rng)
             state, metrics = run_step(state, batch, train_rng)
             pending.append(metrics)
             if compile_seconds is None:  # the first step compiles (or loads from the persistent cache)
@@ -399,15 +404,6 @@ def _train(cfg, workdir, task, run_id: str) -> dict[str, Any]:
             pass
 
 
-def _has_checkpoints(workdir) -> bool:
-    from .checkpoint import step_dirs
-
-    try:
-        return bool(step_dirs(workdir / "checkpoints"))
-    except OSError:
-        return False
-
-
 def _last_record(path) -> dict | None:
     import json
 
@@ -425,23 +421,11 @@ def _last_record(path) -> dict | None:
 # image pretraining
 
 
-def image_config(cfg):
-    """The image ViT that `vivit pretrain-image` trains for a video config `cfg`: the same transformer, one
-    frame, 2-D patches of the tubelet's spatial size, a class token (paper Sec. 3.4: ViViT initialises from
-    an image ViT)."""
-    from vivit_cli import config
-
-    _, ph, pw = config.parse_tubelet(cfg.model.tubelet)
-    model = dataclasses.replace(cfg.model, variant="spatio_temporal", embedding="uniform_frame",
-                                tubelet=f"1x{ph}x{pw}", sampled_frames=0, init_from="none", classifier="token",
-                                init="random")
-    data = dataclasses.replace(cfg.data, frames=1, stride=1, eval_views="1x1")
-    return config.resolve(cfg.replace(model=model, data=data))
-
-
 def pretrain_image(cfg, workdir) -> dict[str, Any]:
     """Trains the image ViT of `cfg` on the still images of its data; `model.init_from=<workdir>` then
     initialises video models from it."""
+    from vivit_cli.config import image_config
+
     from .tasks import ImageTask
 
     img_cfg = image_config(cfg)

@@ -104,7 +104,7 @@ class Layout:
 
     def shardings(self, mesh, saved: bool = False):
         """Shardings of the held (or saved) state: replicated when flat, else the per-tensor rule."""
-        from . import mesh as mesh_lib
+        from vivit_cli.runtime import mesh as mesh_lib
 
         if self.flat and not saved:
             return jax.tree.map(lambda _: mesh_lib.replicated(mesh), self.held_abstract())

@@ -35,7 +35,7 @@ def wandb_run_id(run_id: str) -> str:
 def local_dir(workdir) -> Path:
     if not is_remote(workdir):
         return Path(workdir)
-    from .runtime import cache_root
+    from vivit_cli.runtime import cache_root
 
     d = cache_root() / "wandb" / hashlib.sha256(str(workdir).encode()).hexdigest()[:12]
     d.mkdir(parents=True, exist_ok=True)

@@ -77,26 +77,6 @@ def put_global(tree, shardings):
     return jax.tree.map(one, tree, shardings)
 
 
-def one_launch_at_a_time(fn):
-    """`fn` (a jitted or compiled program), made to wait for each launch before returning where several devices
-    share one process's CPU threads.
-
-    Why: XLA's CPU runtime runs each device's part of a launch as its own task on one shared thread pool (as many
-    threads as cores), and a device starts its part of the next launch as soon as its own inputs are ready. Two
-    launches can then be in flight on different devices, and with two cores both threads end up waiting in the
-    collectives of two different launches: a deadlock, which XLA turns into an abort after 40 s. Measured with
-    jaxlib 0.10 on a 2-core machine, both for independent launches (2000 launches of a sum over an array split
-    on 2 CPU devices hang every time) and for a train step feeding the next (each device holds its own copy of
-    the replicated state, so it does not wait for the other). One device, or a GPU/TPU, needs no guard."""
-    if jax.default_backend() != "cpu" or jax.local_device_count() < 2:
-        return fn
-
-    def call(*args, **kwargs):
-        return jax.block_until_ready(fn(*args, **kwargs))
-
-    return call
-
-
 def global_batch(local: dict, sharding: NamedSharding) -> dict:
     """This process's rows of the global batch -> global arrays split over "data"."""
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}

@@ -15,14 +15,14 @@ marker is written, last, which gives the same guarantee. Paths are `vivit_cli.io
 etils epath for URLs), which Orbax takes as they are; its arrays go through tensorstore's own GCS driver.
 
 `load(path)` is the read-only entry point for eval/predict/init_from; see its docstring for what `path` may be.
+Weight files name each tensor by its "/"-joined path (`flatten` / `unflatten`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
-from typing import Any
+from typing import Any, Mapping
 
 from vivit_cli.errors import VivitError
 from vivit_cli.io import as_path, is_remote, rmtree
@@ -120,6 +120,37 @@ class Checkpointer:
 # read-only loading for eval / predict / init_from
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested param dict -> {"/"-joined name: leaf}: the names of weight files and of every converter."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "/"))
+        else:
+            out[name] = value
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def has_checkpoints(workdir) -> bool:
+    """Whether `workdir` holds a complete checkpoint step (what makes a run resumable)."""
+    try:
+        return bool(step_dirs(as_path(workdir) / "checkpoints"))
+    except OSError:
+        return False
+
+
 def step_dirs(ckpt_root) -> list:
     """Step folders, newest first. On an object store a step is written in place, so one without Orbax's
     commit marker is still being written (or was cut off) and is left out."""
@@ -173,14 +204,7 @@ def _load_flat_file(path) -> dict:
         return tree.get("params", tree)
     else:
         raise VivitError(f"{path}: unsupported weights file (expected .safetensors or .msgpack)")
-    tree: dict[str, Any] = {}
-    for name, value in flat.items():
-        node = tree
-        *parents, leaf = name.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = np.asarray(value)
-    return tree
+    return unflatten({name: np.asarray(value) for name, value in flat.items()})
 
 
 def load(path, step: int | None = None):
@@ -223,12 +247,3 @@ def load(path, step: int | None = None):
         except Exception as e:  # noqa: BLE001 - a broken newest step falls back to the previous one
             warnings.warn(f"checkpoint {d} is unreadable ({type(e).__name__}); trying the previous one", stacklevel=2)
     raise VivitError(f"{root}: no readable checkpoint")
-
-
-def read_meta(step_dir) -> dict:
-    """The JSON meta item of a step folder (step, rng, data states, ...)."""
-    p = as_path(step_dir) / "meta" / "metadata"
-    try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise VivitError(f"{step_dir}: no readable checkpoint meta ({e})") from None

@@ -62,3 +62,25 @@ def median_step_seconds(intervals) -> float | None:
     if not timed:
         return None
     return float(np.median(np.repeat([v for v, _ in timed], [n for _, n in timed])))
+
+
+def compile_timed(jitted, *args):
+    """(compiled, seconds, source): `jitted` lowered and compiled for `args`, timed. source is "persistent cache"
+    when the compilation cache supplied the program (the seconds are then a load, not a compile), else
+    "compiled". A later `jitted(*args)` reuses the executable rather than compiling again."""
+    import jax
+
+    hits = []
+
+    def listen(event, **_):
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    jax.monitoring.register_event_listener(listen)
+    try:
+        t0 = time.perf_counter()
+        compiled = jitted.lower(*args).compile()
+        seconds = time.perf_counter() - t0
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+    return compiled, seconds, "persistent cache" if hits else "compiled"

@@ -1,0 +1,103 @@
+"""The train state's layout, measured: per tensor vs flat vs optax.flatten, interleaved in one process.
+
+    .venv/bin/python benchmarks/bench_layout.py [--rounds 5] [--devices 1,2]
+
+For each CPU device count (a child process each: the count is fixed when JAX's backend starts), and for the
+default preset and vs_pytorch.py's tiny config (16x32x32, batch 8, AdamW), it times the trainer's compiled step under each layout,
+round by round in turn, so a neighbour's load falls on every layout alike. Prints ms per step, median of rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+# The default preset (SGD, batch 32), and vs_pytorch.py's tiny config (AdamW with clipping, batch 8), where the
+# flat layout was first measured to pay.
+CONFIGS = {"default": [], "tiny-bench": ["data.frames=16", "data.crop=32", "model.tubelet=2x8x8", "train.batch_size=8",
+                                         "train.optimizer=adamw", "train.weight_decay=0.05", "train.grad_clip=1.0"]}
+
+
+def child(rounds: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from vivit_cli import config, models, runtime
+    from vivit_cli.runtime import cpu, mesh as mesh_lib, timing
+    from vivit_cli.train import optim, state as state_lib, step as step_lib
+
+    runtime.setup()
+
+    out = {}
+    for name, sets in CONFIGS.items():
+        cfg = config.build(sets)
+        nc = 8
+        mesh = mesh_lib.make_mesh(1)
+        repl, bsh = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+        b = cfg.train.batch_size
+        rng = np.random.default_rng(0)
+        video = rng.uniform(-1, 1, (b, cfg.data.frames, cfg.data.crop, cfg.data.crop, 3)).astype(np.float32)
+        data = mesh_lib.global_batch({"video": video, "label": rng.integers(0, nc, b).astype(np.int32)}, bsh)
+        model = models.build_model(cfg, nc)
+        shapes = models.param_shapes(cfg, nc)
+        params = jax.tree.map(np.asarray, models.init_params(cfg, nc, jax.random.PRNGKey(0)))
+        key = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(1)), repl)
+        steps = {}
+        for layout_name in ("per tensor", "flat", "optax.flatten"):
+            layout = state_lib.Layout(shapes, cfg.train, flat=layout_name == "flat")
+            tx = layout.tx
+            if layout_name == "optax.flatten":
+                tx = optax.flatten(optim.make_optimizer(cfg.train)[0])
+            held = layout.ravel(params) if layout.flat else params
+            init = jax.jit(lambda p, tx=tx: {"step": jnp.int32(0), "params": p, "opt_state": tx.init(p)},
+                           out_shardings=repl)
+            fn = step_lib.compile_train_step(cfg, model, tx, layout.schedule, nc, repl, {"video": bsh, "label": bsh},
+                                             repl, model_params=layout.model_params)
+            st = init(jax.tree.map(jnp.asarray, held))
+            run = cpu.one_launch_at_a_time(fn)
+            steps[layout_name] = (lambda s, run=run: run(s, data, key), st)
+        samples = {k: [] for k in steps}
+        for _ in range(rounds):
+            for k, (step, st) in steps.items():
+                t, st = timing.time_stateful(step, st, warmup=2, repeats=3, inner=5)
+                steps[k] = (step, st)
+                samples[k].append(1e3 * t["median_s"])
+        out[name] = samples
+    return out
+
+
+def main() -> None:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from vivit_cli.runtime.cpu import apply_xla_defaults
+
+    apply_xla_defaults()  # the children inherit the CLI's XLA flags
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--devices", default="1,2")
+    ap.add_argument("--child", action="store_true")
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.rounds)))
+        return
+    import statistics
+
+    for n in [int(x) for x in a.devices.split(",")]:
+        env = dict(os.environ, VIVIT_NUM_CPU_DEVICES=str(n), VIVIT_COMPILE_CACHE="0")
+        res = subprocess.run([sys.executable, __file__, "--child", "--rounds", str(a.rounds)], env=env, check=True,
+                             capture_output=True, text=True)
+        data = json.loads(res.stdout.strip().splitlines()[-1])
+        for cfg_name, samples in data.items():
+            base = statistics.median(samples["per tensor"])
+            for k, v in samples.items():
+                med = statistics.median(v)
+                print(f"{n} device(s)  {cfg_name:10s}  {k:14s}  median {med:6.2f} ms  rounds "
+                      f"{' '.join(f'{x:.1f}' for x in v)}  vs per tensor {base / med:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
