@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check of issue 9, for one NVIDIA H100/H200 with JAX (CUDA), flax and optax already installed.
+# The GPU check of the speed targets (set on 2026-11-27), for one NVIDIA H100/H200 with JAX (CUDA), flax and
+# optax already installed.
 # Installs nothing, needs no network, finishes in under 5 minutes:
 #
 #     bash benchmarks/gpu_check.sh [OUTDIR]      # default: $OUT if set, else benchmarks/gpu_results

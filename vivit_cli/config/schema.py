@@ -26,7 +26,7 @@ PRECISIONS = ("float32", "bfloat16")
 WANDB_MODES = ("disabled", "offline", "online")
 
 # (hidden, layers, heads, mlp). B/L/H are the paper's; Ti/S the usual ViT sizes; `tiny` is the
-# CPU size of the default sweeps (issue 9 calls it "Tiny").
+# CPU size of the default sweeps ("Tiny" in the speed targets of 2026-11-27 and benchmarks/RESULTS.md).
 SIZES = {
     "tiny": (96, 4, 4, 384),
     "Ti": (192, 12, 3, 768),

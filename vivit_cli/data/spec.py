@@ -7,7 +7,7 @@ from vivit_cli.errors import VivitError
 KINDS = {
     "embedded": ("embedded:motion | embedded:appearance [:SEED]",
                  "procedural glyph videos generated offline (default); motion: the order of two movements, "
-                 "12 classes; appearance: which digit, 10 classes"),
+                 "8 classes; appearance: which digit, 10 classes"),
     "folder": ("folder:PATH", "video files in class subfolders (PATH/<class>/*, or PATH/{train,val,test}/<class>/*), "
                "decoded with PyAV"),
     "csv": ("csv:PATH", "CSV rows path,label[,split] (Kinetics style); PATH is a .csv or a folder with "
