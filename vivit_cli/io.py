@@ -110,6 +110,21 @@ def read_json(path) -> Any | None:
         return None
 
 
+def read_tail(path, n: int = 4096) -> str:
+    """The last `n` bytes of a file as text ("" when it cannot be read): cheap enough to poll a growing log.
+    A local file is read from its end; a remote one (gs://) is fetched whole, in one request."""
+    try:
+        p = as_path(path)
+        if not isinstance(p, Path):
+            return p.read_bytes()[-n:].decode("utf-8", "replace")
+        with open(p, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - n))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def rmtree(path) -> None:
     """Removes a folder and everything in it; nothing when it is missing."""
     p = as_path(path)
