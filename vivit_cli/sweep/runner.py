@@ -1,24 +1,38 @@
 """The scheduler: runs a plan's jobs on a backend, dependencies first, `parallel` at a time.
 
-One thread, one loop: start what may start, poll what runs, refresh the table, sleep a little. For each job:
-  done                        skip (or link in a done run of another grid: "shared")
-  new / partial / failed      lock it, write cell.json, start `vivit train` (which resumes from a checkpoint)
-  locked by another process   wait, then look again (it may be done by then)
-  exit 0 + summary "done"     done
-  exit 143                    preempted or stopped with a checkpoint: start it again
-  anything else               a failed attempt (sweep.json counts them): retried until `max_attempts`, then
-                              reported as failed with its error; cells that depend on it are not run
+One thread, one loop: poll what runs, start what may start, refresh the table, sleep a little. What to do
+next is decided by two pure functions that tests/test_scheduler.py drives row by row:
+
+`decide(slot, deps, cell)`: a job not running yet            action
+  running here, done, failed or blocked already               nothing
+  a dependency failed or was blocked                          blocked (dependents of a failure are not run)
+  a dependency not done yet                                   wait for it
+  dependencies done, the cell not looked at yet               lock the cell and look (`cell` is its state)
+  locked by another process                                   wait, then look again (it may be done by then)
+  done (under our lock)                                       skip
+  done in another grid folder ("shared")                      link it in, then skip
+  failed `max_attempts` times                                 report it failed with its error
+  new / partial / failed fewer times                          write cell.json, start `vivit train` (it resumes
+                                                              from a checkpoint)
+`after_exit(rc, cell, restarts, max_attempts)`: a job that ended
+  summary "done" (whatever the exit code)                     done
+  exit 143, restarted fewer than MAX_RESTARTS times           preempted or stopped with a checkpoint: start it again
+  anything else, fewer than `max_attempts` failures           a failed attempt (sweep.json counts them): retry
+  anything else, the `max_attempts`-th failure                failed, with its error
 The result on disk after any interruption is exactly one run folder per cell; running the same sweep again
 finishes what is missing.
 """
 
 from __future__ import annotations
 
-import os
+import enum
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from vivit_cli.io import read_tail
 
 from . import store as st
 from .backends import PREEMPTED, Backend, Launch
@@ -26,7 +40,87 @@ from .cells import Job, Plan
 from .live import Display, Row
 
 MAX_RESTARTS = 50  # preemptions of one job within one sweep before we stop restarting it
+STOP_GRACE = 120  # seconds that running jobs get to checkpoint and exit after Ctrl-C / SIGTERM
 
+
+class SlotState(enum.Enum):
+    """Where a job stands in this sweep (the live table shows the value). RUNNING is launched by this sweep;
+    a cell that another process runs (the store's RUNNING) is WAITING here."""
+
+    NEW = "new"  # may start once its dependencies are done
+    WAITING = "waiting"  # locked by another process: looked at again on the next pass
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    BLOCKED = "blocked"  # a dependency failed
+
+
+TERMINAL = (SlotState.DONE, SlotState.FAILED, SlotState.BLOCKED)
+
+
+def slot_state(cell: st.CellState) -> SlotState:
+    """The one mapping from the store's view of a cell to a slot's state."""
+    if cell.state == st.DONE:
+        return SlotState.DONE
+    if cell.state == st.RUNNING:
+        return SlotState.WAITING
+    if cell.state == st.FAILED and cell.exhausted:
+        return SlotState.FAILED
+    return SlotState.NEW  # new, partial, shared, failed fewer than max_attempts times
+
+
+class Action(enum.Enum):
+    NOTHING = "nothing"
+    WAIT_DEPS = "wait-deps"
+    BLOCK = "blocked"
+    LOOK = "look"  # take the cell's lock and decide again with the cell's state under it
+    WAIT_LOCKED = "wait-locked"
+    SKIP_DONE = "skip-done"
+    SHARE = "share"
+    GIVE_UP = "failed-exhausted"
+    START = "start"
+    DONE = "done"
+    RESTART = "restart-preempted"
+    RETRY = "retry"
+
+
+UNSEEN = object()  # `decide`'s cell before the lock is taken
+
+
+def decide(slot: SlotState, deps: Sequence[SlotState], cell: st.CellState | None | object = UNSEEN) -> Action:
+    """The next step for a job that is not running: `deps` are the states of the slots it depends on, `cell`
+    the store's state read under this sweep's lock (None: another process holds the lock; UNSEEN: not locked
+    yet, the lock is taken only when the dependencies are done)."""
+    if slot not in (SlotState.NEW, SlotState.WAITING):
+        return Action.NOTHING
+    if any(d in (SlotState.FAILED, SlotState.BLOCKED) for d in deps):
+        return Action.BLOCK
+    if any(d is not SlotState.DONE for d in deps):
+        return Action.WAIT_DEPS
+    if cell is UNSEEN:
+        return Action.LOOK
+    if cell is None:
+        return Action.WAIT_LOCKED
+    if cell.state == st.DONE:
+        return Action.SKIP_DONE
+    if cell.state == st.SHARED:
+        return Action.SHARE
+    if cell.state == st.FAILED and cell.exhausted:
+        return Action.GIVE_UP
+    return Action.START
+
+
+def after_exit(rc: int, cell: st.CellState, restarts: int, max_attempts: int,
+               max_restarts: int = MAX_RESTARTS) -> Action:
+    """What a job's end means: `cell` is the store's state after it, `restarts` its preemptions so far."""
+    if cell.state == st.DONE:
+        return Action.DONE
+    if rc == PREEMPTED and restarts < max_restarts:
+        return Action.RESTART
+    return Action.GIVE_UP if cell.failures + 1 >= max_attempts else Action.RETRY  # this failure counts
+
+
+# ---- what the trainer is told -------------------------------------------------------------------------
 
 def train_argv(job: Job, store: st.RunStore, wandb: str | None) -> list[str]:
     argv = [job.kind]
@@ -45,34 +139,144 @@ def launch_for(job: Job, store: st.RunStore, wandb: str | None, lock_fd: int | N
                   env={"VIVIT_RESULTS": store.results_url()}, log_path=store.log_path(job), lock_fd=lock_fd)
 
 
-def _tail(path, n: int = 4000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - n))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _error_from_log(path) -> str | None:
+def error_from_log(path) -> str | None:
     """The most telling line of a crashed run's log: the last error-looking line, else the last line."""
-    lines = [ln.strip() for ln in _tail(path).splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in read_tail(path, 4000).splitlines() if ln.strip()]
     for ln in reversed(lines):
         if ln.startswith(("error:", "Error", "Traceback")) or "Error:" in ln or "Exception" in ln:
             return ln[:300]
     return lines[-1][:300] if lines else None
 
 
+def failure_reason(cell: st.CellState, handle, log_path, rc: int) -> str:
+    """The trainer's own error (summary.json), else the backend's, else the log's, else the exit code."""
+    return (cell.error if cell.state == st.FAILED and cell.error != "failed" else None) \
+        or getattr(handle, "error", None) or error_from_log(log_path) or f"exit code {rc}"
+
+
+# ---- a job in this sweep -------------------------------------------------------------------------------
+
 @dataclass
-class _Slot:
+class Slot:
     job: Job
     row: Row
-    state: str = "new"  # new | waiting | running | done | failed | blocked
-    handle: object = None
-    lock_fd: int | None = None
+    state: SlotState = SlotState.NEW
+    handle: object = None  # the backend's, while RUNNING
+    lock: st.Lock | None = None  # the cell's lock, held while RUNNING (the trainer shares it)
     restarts: int = 0
-    error: str | None = None
+
+    def show(self, state: SlotState, **row) -> None:
+        self.state = state
+        self.row.state = state.value
+        for k, v in row.items():
+            setattr(self.row, k, v)
+
+
+def row_for(job: Job) -> Row:
+    return Row(key=f"{job.grid}/{job.run_id}", grid=job.grid, cell=job.labels.get("row") or job.cell,
+               column=job.labels.get("column", ""),
+               seed=job.seed, run_id=job.run_id, state=SlotState.NEW.value,
+               steps=getattr(getattr(job.config, "train", None), "steps", None))
+
+
+def show_opening(s: Slot, cell: st.CellState) -> None:
+    """The table before anything runs: what is done already, what resumes, what another process runs."""
+    note = {st.PARTIAL: "partial", st.SHARED: f"shared from {cell.shared_from}"}.get(cell.state, "")
+    s.show(slot_state(cell), top1=cell.top1, note=note or cell.stale or "",
+           error=cell.error if slot_state(cell) is SlotState.FAILED else None)
+
+
+def dep_states(s: Slot, by_id: dict[str, list[Slot]]) -> list[SlotState]:
+    return [d.state for dep in s.job.deps for d in by_id.get(dep, [])]
+
+
+def try_start(s: Slot, deps: list[SlotState], store: st.RunStore, backend: Backend, wandb: str | None) -> bool:
+    """Does what `decide` says for a job not running yet; True when it started it."""
+    action, cell = decide(s.state, deps), None
+    if action is Action.LOOK:
+        with store.locked(s.job) as held:
+            cell = store.state(s.job, check_lock=False) if held else None  # under the lock: the truth now
+            action = decide(s.state, deps, cell)
+            if action is Action.SHARE:
+                store.share(s.job, store.shared_source(s.job))
+            elif action is Action.START:
+                store.prepare(s.job)
+                s.handle = backend.start(launch_for(s.job, store, wandb, held.fd))
+                s.lock = held.hand_over()  # the job keeps the lock past this block; `finish` releases it
+    if action is Action.BLOCK:
+        s.show(SlotState.BLOCKED, error="a dependency failed")
+    elif action is Action.WAIT_LOCKED:
+        s.show(SlotState.WAITING, note="running in another process")
+    elif action is Action.SKIP_DONE:
+        s.show(SlotState.DONE, top1=cell.top1, note=f"from {cell.shared_from}" if cell.shared_from else "")
+    elif action is Action.SHARE:
+        s.show(SlotState.DONE, top1=store.state(s.job, check_lock=False).top1, note=f"from {cell.shared_from}")
+    elif action is Action.GIVE_UP:
+        s.show(SlotState.FAILED, error=cell.error)
+    elif action is Action.START:
+        s.show(SlotState.RUNNING, started=time.time(), ended=None, error=None, step=cell.step,
+               note="resuming" if cell.state == st.PARTIAL else "")
+    return action is Action.START
+
+
+def finish(s: Slot, rc: int, store: st.RunStore, wandb: str | None) -> None:
+    """Records how a job ended (sweep.json) and what comes next for it."""
+    cell = store.state(s.job, check_lock=False)
+    s.row.ended = time.time()
+    command = ["vivit", *train_argv(s.job, store, wandb)]
+    action = after_exit(rc, cell, s.restarts, store.max_attempts)
+    if action is Action.DONE:
+        store.record(s.job, "done", rc=rc, command=command)
+        s.show(SlotState.DONE, top1=cell.top1)
+    elif action is Action.RESTART:
+        store.record(s.job, "preempted", rc=rc, command=command)
+        s.restarts += 1
+        s.show(SlotState.NEW, note=f"preempted x{s.restarts}, resuming")
+    else:
+        error = failure_reason(cell, s.handle, store.log_path(s.job), rc)
+        store.record(s.job, "failed", rc=rc, error=error, command=command)
+        if action is Action.GIVE_UP:
+            s.show(SlotState.FAILED, error=f"{error} ({cell.failures + 1} attempts)")
+        else:
+            s.show(SlotState.NEW, note=f"failed ({cell.failures + 1}/{store.max_attempts}), retrying: {error}")
+    s.lock.release()  # after the record: no other sweep starts the cell before sweep.json says how it ended
+    s.handle, s.lock = None, None
+
+
+def poll_running(slots: list[Slot], store: st.RunStore, backend: Backend, wandb: str | None) -> None:
+    for s in slots:
+        if s.state is not SlotState.RUNNING:
+            continue
+        rc = backend.poll(s.handle)
+        if rc is not None:
+            finish(s, rc, store, wandb)
+        elif not store.remote:  # a gs:// metrics.jsonl is not worth a request every poll
+            s.row.step = store.last_step(s.job) or s.row.step
+
+
+def start_what_may_start(slots: list[Slot], by_id: dict[str, list[Slot]], parallel: int, store: st.RunStore,
+                         backend: Backend, wandb: str | None) -> None:
+    active = sum(s.state is SlotState.RUNNING for s in slots)
+    for s in slots:
+        if active >= parallel:
+            break
+        if try_start(s, dep_states(s, by_id), store, backend, wandb):
+            active += 1
+
+
+def stop_running(slots: list[Slot], backend: Backend) -> None:
+    """Ctrl-C / SIGTERM: asks every running job to checkpoint and stop, and waits for it, so the next sweep
+    resumes instead of starting over."""
+    running = [s for s in slots if s.state is SlotState.RUNNING]
+    for s in running:
+        backend.stop(s.handle)
+    deadline = time.time() + STOP_GRACE
+    for s in running:
+        while backend.poll(s.handle) is None and time.time() < deadline:
+            time.sleep(0.2)
+    for s in slots:  # every lock still held, also one whose job was being recorded when the signal came
+        if s.lock is not None:
+            s.lock.release()
 
 
 @dataclass
@@ -83,6 +287,16 @@ class SweepResult:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+def result_of(slots: list[Slot]) -> SweepResult:
+    result = SweepResult()
+    for s in slots:
+        if s.state is SlotState.DONE:
+            result.done.append(s.job.run_id)
+        else:
+            result.failed[s.job.run_id] = s.row.error or s.state.value
+    return result
 
 
 def _sigterm_as_interrupt():
@@ -96,153 +310,33 @@ def _sigterm_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def row_for(job: Job) -> Row:
-    return Row(key=f"{job.grid}/{job.run_id}", grid=job.grid, cell=job.labels.get("row") or job.cell,
-               column=job.labels.get("column", ""),
-               seed=job.seed, run_id=job.run_id, state="new",
-               steps=getattr(getattr(job.config, "train", None), "steps", None))
-
-
 def run(plan: Plan, store: st.RunStore, backend: Backend, *, parallel: int = 1, wandb: str | None = None,
         poll: float = 0.5, live: bool | None = None) -> SweepResult:
-    slots = [_Slot(job, row_for(job)) for job in plan.jobs]
-    store.record_plan(plan.jobs)
-    by_id = {}
+    slots = [Slot(job, row_for(job)) for job in plan.jobs]
+    by_id: dict[str, list[Slot]] = {}
     for s in slots:
         by_id.setdefault(s.job.run_id, []).append(s)
+    store.record_plan(plan.jobs)
+    for s in slots:
+        show_opening(s, store.state(s.job))
     display = Display(f"vivit sweep {plan.grid.name}", [s.row for s in slots])
     if live is not None:
         display.live = live
-
-    def set_state(s: _Slot, state: str, **kw) -> None:
-        s.state = state
-        s.row.state = state
-        for k, v in kw.items():
-            setattr(s.row, k, v)
-
-    def deps_ready(s: _Slot) -> bool | None:
-        """True: go; False: wait; None: a dependency failed for good."""
-        for dep in s.job.deps:
-            states = [d.state for d in by_id.get(dep, [])]
-            if "failed" in states or "blocked" in states:
-                return None
-            if states and not all(x == "done" for x in states):
-                return False
-        return True
-
-    def try_start(s: _Slot) -> bool:
-        ready = deps_ready(s)
-        if ready is None:
-            set_state(s, "blocked", error="a dependency failed")
-            return False
-        if not ready:
-            return False
-        fd = store.lock(s.job)
-        if fd is None:
-            set_state(s, "waiting", note="running in another process")
-            return False
-        cur = store.state(s.job, check_lock=False)  # under the lock: the truth now
-        if cur.state == st.DONE:
-            os.close(fd)
-            set_state(s, "done", top1=cur.top1, note=f"from {cur.shared_from}" if cur.shared_from else "")
-            return False
-        if cur.state == st.SHARED:
-            try:
-                store.share(s.job, store.shared_source(s.job))
-            finally:
-                os.close(fd)
-            set_state(s, "done", top1=store.state(s.job, check_lock=False).top1, note=f"from {cur.shared_from}")
-            return False
-        if cur.state == st.FAILED and cur.exhausted:
-            os.close(fd)
-            set_state(s, "failed", error=cur.error)
-            return False
-        store.prepare(s.job)
-        launch = launch_for(s.job, store, wandb, fd)
-        s.handle, s.lock_fd = backend.start(launch), fd
-        set_state(s, "running", started=time.time(), ended=None, error=None,
-                  note="resuming" if cur.state == st.PARTIAL else "")
-        s.row.step = cur.step
-        return True
-
-    def finish(s: _Slot, rc: int) -> None:
-        if s.lock_fd is not None:
-            os.close(s.lock_fd)
-            s.lock_fd = None
-        cur = store.state(s.job, check_lock=False)
-        s.row.ended = time.time()
-        command = ["vivit", *train_argv(s.job, store, wandb)]
-        if cur.state == st.DONE:
-            store.record(s.job, "done", rc=rc, command=command)
-            set_state(s, "done", top1=cur.top1)
-        elif rc == PREEMPTED and s.restarts < MAX_RESTARTS:
-            store.record(s.job, "preempted", rc=rc, command=command)
-            s.restarts += 1
-            set_state(s, "new", note=f"preempted x{s.restarts}, resuming")
-        else:
-            error = (cur.error if cur.state == st.FAILED and cur.error != "failed" else None) \
-                or getattr(s.handle, "error", None) or _error_from_log(store.log_path(s.job)) or f"exit code {rc}"
-            store.record(s.job, "failed", rc=rc, error=error, command=command)
-            after = store.state(s.job, check_lock=False)
-            if after.exhausted:
-                set_state(s, "failed", error=f"{error} ({after.failures} attempts)")
-            else:
-                set_state(s, "new", note=f"failed ({after.failures}/{store.max_attempts}), retrying: {error}")
-        s.handle = None
-
-    for s in slots:  # the opening picture: what is done already
-        cur = store.state(s.job)
-        set_state(s, {st.DONE: "done", st.RUNNING: "waiting"}.get(cur.state, "new"), top1=cur.top1,
-                  note={st.PARTIAL: "partial", st.SHARED: f"shared from {cur.shared_from}"}.get(cur.state, "")
-                  or cur.stale or "")
-        if cur.state == st.FAILED and cur.exhausted:
-            set_state(s, "failed", error=cur.error)
-
     previous = _sigterm_as_interrupt()
     try:
         with display:
             while True:
-                running = [s for s in slots if s.state == "running"]
-                for s in running:
-                    rc = backend.poll(s.handle)
-                    if rc is None:
-                        if store.log_dir is None:
-                            s.row.step = store.last_step(s.job) or s.row.step
-                    else:
-                        finish(s, rc)
-                active = sum(s.state == "running" for s in slots)
-                for s in slots:
-                    if active >= parallel:
-                        break
-                    if s.state in ("new", "waiting") and try_start(s):
-                        active += 1
+                poll_running(slots, store, backend, wandb)
+                start_what_may_start(slots, by_id, parallel, store, backend, wandb)
                 display.refresh()
-                if all(s.state in ("done", "failed", "blocked") for s in slots):
+                if all(s.state in TERMINAL for s in slots):
                     break
                 time.sleep(poll)
     except BaseException:
-        # Ctrl-C / SIGTERM: ask every running job to checkpoint and stop, and wait for it, so the next
-        # sweep resumes instead of starting over.
-        for s in slots:
-            if s.state == "running":
-                backend.stop(s.handle)
-        deadline = time.time() + 120
-        for s in slots:
-            while s.state == "running" and backend.poll(s.handle) is None and time.time() < deadline:
-                time.sleep(0.2)
-            if s.lock_fd is not None:
-                os.close(s.lock_fd)
-                s.lock_fd = None
+        stop_running(slots, backend)
         raise
     finally:
         backend.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-    result = SweepResult()
-    for s in slots:
-        if s.state == "done":
-            result.done.append(s.job.run_id)
-        else:
-            result.failed[s.job.run_id] = s.row.error or s.state
-    return result
+    return result_of(slots)

@@ -9,8 +9,10 @@ States of a cell (what `--dry-run` and `vivit status` print):
   partial  a checkpoint exists: the trainer resumes from it
   new      nothing yet
 
-Locks are `flock`s on `<results>/.locks/<run-id>.lock` (local results) or under the cache (gs:// results).
-The sweep passes the locked descriptor to the trainer it starts, so the lock lives as long as either does:
+Locks are `flock`s on `<results>/.locks/<run-id>.lock` (local results) or under the cache (gs:// results),
+taken with `with store.locked(job) as held:` (`held` is None when another process holds it). The sweep passes
+the locked descriptor to the trainer it starts and keeps it past the block (`held.hand_over()`), so the lock
+lives as long as either does:
 a sweep killed with -9 and restarted waits for the orphaned trainer (which got SIGTERM and is saving a
 checkpoint) instead of starting a second writer on the same folder. The kernel drops a lock when its last
 holder dies, so no stale lock survives a kill.
@@ -29,11 +31,13 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from vivit_cli.errors import VivitError
-from vivit_cli.io import as_path, is_remote, read_json, write_json
+from vivit_cli.io import as_path, is_remote, read_json, read_tail, write_json
 
 from .cells import DEPS_DIR, Job
 
@@ -62,6 +66,35 @@ class CellState:
         if self.state != DONE or self.numerics == NUMERICS_VERSION:
             return None
         return f"older model code (numerics {numerics_label(self.numerics)}, now {NUMERICS_VERSION})"
+
+
+class Lock:
+    """A held `flock` on a cell's lock file. The descriptor is closed here and nowhere else, once: `release`
+    may be called any number of times (a job's end, Ctrl-C, the `locked` block's exit)."""
+
+    def __init__(self, fd: int):
+        self.fd: int | None = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def hand_over(self) -> Lock:
+        """A new owner of the descriptor (for a job that runs past the `locked` block); this one lets go."""
+        fd, self.fd = self.fd, None
+        return Lock(fd)
+
+
+def _flock(path, flags: int) -> Lock | None:
+    """The lock on `path` if it is free, else None (another process holds it). Opening errors propagate."""
+    held = Lock(os.open(path, flags, 0o644))
+    try:
+        fcntl.flock(held.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        held.release()
+        return None
+    return held
 
 
 def check_writable(root: str) -> None:
@@ -113,17 +146,13 @@ class RunStore:
 
     # ---- state ---------------------------------------------------------------------------------------
     def _locked_by_other(self, job: Job) -> bool:
-        path = self.lock_dir / f"{job.run_id}.lock"
-        try:
-            fd = os.open(path, os.O_RDONLY)
+        try:  # read-only and without creating the file: `status` and `--dry-run` write nothing
+            held = _flock(self.lock_dir / f"{job.run_id}.lock", os.O_RDONLY)
         except OSError:
             return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if held is None:
             return True
-        finally:
-            os.close(fd)
+        held.release()
         return False
 
     def shared_source(self, job: Job):
@@ -171,18 +200,7 @@ class RunStore:
 
     def last_step(self, job: Job) -> int | None:
         """The last logged step, from the tail of metrics.jsonl (cheap enough to poll for a live table)."""
-        path = self.run_dir(job) / "metrics.jsonl"
-        try:
-            if self.remote:
-                tail = path.read_text()[-4096:]
-            else:
-                with open(path, "rb") as f:
-                    f.seek(0, 2)
-                    f.seek(max(0, f.tell() - 4096))
-                    tail = f.read().decode("utf-8", "replace")
-        except OSError:
-            return None
-        for line in reversed(tail.splitlines()):
+        for line in reversed(read_tail(self.run_dir(job) / "metrics.jsonl", 4096).splitlines()):
             try:
                 return int(json.loads(line)["step"])
             except (ValueError, KeyError, TypeError):
@@ -211,16 +229,17 @@ class RunStore:
             write_json(self.plan_path(grid), {"grid": grid, "cells": list(cells.values())})
 
     # ---- writes (only while a sweep runs) -------------------------------------------------------------
-    def lock(self, job: Job) -> int | None:
-        """A held lock's descriptor, or None when another process holds it."""
+    @contextmanager
+    def locked(self, job: Job) -> Iterator[Lock | None]:
+        """The cell's lock for the block (None when another process holds it), released when the block ends
+        unless handed over (`held.hand_over()`) to a job that outlives it."""
         self.lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_dir / f"{job.run_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        held = _flock(self.lock_dir / f"{job.run_id}.lock", os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return None
-        return fd
+            yield held
+        finally:
+            if held is not None:
+                held.release()
 
     def prepare(self, job: Job, extra: dict | None = None) -> None:
         """Writes cell.json before the run starts (the trainer reads its run id from it)."""
