@@ -1,8 +1,19 @@
 """Several CPU devices in one process (VIVIT_NUM_CPU_DEVICES, emulated slices): independent launches of a
-program with collectives must not deadlock XLA's CPU runtime (see `runtime.cpu.one_launch_at_a_time`)."""
+program with collectives must not deadlock XLA's CPU runtime (see `runtime.cpu.one_launch_at_a_time`).
+
+What this shows, on any machine: the deadlock needs a thread pool no larger than the device count (two launches
+in flight, each holding one thread in a collective that waits for the other). XLA's CPU client sizes that pool
+by the cores, or by PJRT_NPROC where it is set, so every run here sets PJRT_NPROC=2 for its 2 devices: the
+conditions of the 2-core machine where the hang was found, also on a many-core one (measured with jaxlib 0.10.2
+on 2 cores: unguarded, PJRT_NPROC=2 or 3 hangs within about 30-50 launches, PJRT_NPROC=4 finishes). The guarded
+runs must finish there, and the control, the same eval launches unguarded, must hang: if it finishes, these
+conditions no longer reproduce the deadlock (or the runtime no longer has it), so the guarded runs would prove
+nothing and the guard's reason needs measuring again.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -11,8 +22,8 @@ import pytest
 from train_helpers import FAST, ROOT
 
 # 400 launches of the eval step (independent) or of the train step (each feeding the next) over 2 CPU devices,
-# then the result. Unguarded, jaxlib 0.10 on 2 cores hangs within a few launches; the collective timeouts are
-# shortened so that a hang ends the process instead of the test run.
+# then the result. XLA's collective timeouts are shortened so that a hang ends the process (an abort naming the
+# termination timeout) instead of the test run.
 SCRIPT = """
 import sys
 import numpy as np
@@ -55,18 +66,25 @@ else:
 """
 
 
-def run(mode: str, what: str, timeout: float):
-    flags = ("--xla_force_host_platform_device_count=2 --xla_cpu_collective_call_warn_stuck_timeout_seconds=5 "
-             "--xla_cpu_collective_call_terminate_timeout_seconds=10")
-    env = {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    import os
-
+def run(mode: str, what: str, *, terminate_s: int, timeout: float):
+    flags = ("--xla_force_host_platform_device_count=2 "
+             f"--xla_cpu_collective_call_warn_stuck_timeout_seconds={max(1, terminate_s // 2)} "
+             f"--xla_cpu_collective_call_terminate_timeout_seconds={terminate_s}")
+    env = {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), "PJRT_NPROC": "2"}
     return subprocess.run([sys.executable, "-c", SCRIPT, mode, what, *FAST], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **env}, cwd=ROOT)
 
 
 @pytest.mark.parametrize("what,expect", [("eval", "count 800.0"), ("train", "steps 400")])
 def test_launches_over_two_cpu_devices_finish(what, expect):
-    r = run("guarded", what, timeout=240)
+    r = run("guarded", what, terminate_s=10, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     assert expect in r.stdout
+
+
+def test_unguarded_launches_deadlock_in_the_same_pool():
+    # A short termination timeout: a healthy collective here waits for microseconds, a deadlocked one forever.
+    r = run("unguarded", "eval", terminate_s=3, timeout=240)
+    assert r.returncode != 0 and "count" not in r.stdout, (
+        "the unguarded control finished, so these conditions do not show the deadlock: " + r.stdout[-500:])
+    assert "Termination timeout" in r.stderr, r.stderr[-2000:]
