@@ -48,7 +48,7 @@ def still_images(cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
         except sources.DecodeError:
             keep[i] = False
             continue
-        images[i] = T.spatial_views(frame, spec, 1)[0][0] * np.float32(2 / 255) - np.float32(1)
+        images[i] = T.to_unit_range(T.spatial_views(frame, spec, 1)[0][0])
         labels[i] = getattr(reader, "label", None) if getattr(reader, "label", None) is not None else sp.label(i)
     return images[keep], labels[keep]
 

@@ -34,7 +34,8 @@ class ClipSpec:
 
 
 def to_unit_range(x: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1], zero-centred as the reference checkpoints expect."""
+    """Pixels in [0, 255] (uint8, or float32 after resizing) -> float32 [-1, 1], zero-centred as the reference
+    checkpoints expect. The one spelling of this scaling, so train, eval and still images match to the bit."""
     return x.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
 
 
@@ -229,7 +230,7 @@ def augment(clip: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.nd
         clip = color_jitter(clip, rng)
     if spec.randaugment_layers:
         clip = randaugment(clip, rng, spec.randaugment_layers, spec.randaugment_magnitude)
-    return np.ascontiguousarray(clip * np.float32(2 / 255) - np.float32(1), dtype=np.float32)
+    return np.ascontiguousarray(to_unit_range(clip))
 
 
 def mixup(video: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float,
