@@ -8,13 +8,12 @@ process's shard once, in order, as T x S views, padded to full batches with mask
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from vivit_cli.errors import VivitError
 
 from . import transforms as T
+from .batches import GlobalOrder, masked_batch, pad_batch
 from .sources import Source, Split
 from .video import DecodeError
 
@@ -83,32 +82,6 @@ def _is_kept(x) -> bool:
     return x is not None
 
 
-class GlobalOrder:
-    """The k-th example of this process's stream: (example index, position in the global stream).
-
-    The global stream is every epoch's permutation (from the seed) laid end to end, cut into global batches
-    of `batch_size x shard_count`; process p reads rows [p*b, (p+1)*b) of each. So the global batch, and the
-    loss curve, is the same on one process as on many, and every example is read by exactly one process.
-    """
-
-    def __init__(self, n: int, seed: int, batch_size: int, shard_index: int, shard_count: int):
-        self.n, self.seed, self.b, self.p, self.count = n, seed, batch_size, shard_index, shard_count
-        self._epoch, self._perm = -1, None
-
-    def __len__(self) -> int:
-        return sys.maxsize  # an endless stream; grain only ever asks for the next position
-
-    def global_position(self, k: int) -> int:
-        return (k // self.b) * self.b * self.count + self.p * self.b + k % self.b
-
-    def __getitem__(self, k: int) -> tuple[int, int]:
-        g = self.global_position(int(k))
-        epoch, i = divmod(g, self.n)
-        if epoch != self._epoch:
-            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
-        return int(self._perm[i]), g
-
-
 class _PositionalMap:
     """Runs a (index, rng) map with an RNG drawn from the seed and the *global* position, so augmentation
     does not depend on the process count either."""
@@ -124,9 +97,7 @@ class _PositionalMap:
 class TrainIterator:
     """Infinite iterator of {"video", "label"} batches with get_state()/set_state() (JSON-able dicts)."""
 
-    def __init__(self, dataset, workers: int):
-        self._dataset = dataset
-        self._workers = workers
+    def __init__(self, dataset):
         self._it = iter(dataset)
 
     def __iter__(self):
@@ -174,7 +145,7 @@ def train_iterator(cfg, *, batch_size: int, shard_index: int = 0, shard_count: i
     if cfg.data.workers > 0:
         _mark_absl_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.data.workers))
-    return TrainIterator(it, cfg.data.workers)
+    return TrainIterator(it)
 
 
 class EvalMap:
@@ -197,8 +168,7 @@ class EvalMap:
             return _SKIP
         clips = frames.reshape(n_t, self.spec.frames, *frames.shape[1:])
         views = [v for clip in clips for v in T.spatial_views(clip, self.spec, n_s)]
-        video = np.stack(views) * np.float32(2 / 255) - np.float32(1)
-        return {"video": video.astype(np.float32), "label": np.int32(_label(self.split, reader, index)),
+        return {"video": T.to_unit_range(np.stack(views)), "label": np.int32(_label(self.split, reader, index)),
                 "index": np.int32(index), "mask": np.bool_(True)}
 
 
@@ -211,10 +181,7 @@ def _pad_batches(it, batch_size: int):
             yield _stack(buf)
             buf = []
     if buf:
-        pad = {k: np.zeros_like(v) for k, v in buf[0].items()}
-        pad["index"] = np.int32(-1)
-        buf += [pad] * (batch_size - len(buf))
-        yield _stack(buf)
+        yield pad_batch(_stack(buf), batch_size)
 
 
 def _stack(examples: list[dict]) -> dict:
@@ -253,7 +220,7 @@ class _EvalBatches:
 
     def __init__(self, batches, num_batches: int, batch_size: int, num_views: int, spec: T.ClipSpec):
         self._batches, self.num_batches = batches, num_batches
-        self._shape = (batch_size, num_views, spec.frames, spec.crop, spec.crop, 3)
+        self._size, self._video_shape = batch_size, (num_views, spec.frames, spec.crop, spec.crop, 3)
         self._done = 0
 
     def __len__(self) -> int:
@@ -268,7 +235,5 @@ class _EvalBatches:
         self._done += 1
         batch = next(self._batches, None)
         if batch is None:  # skipped (broken) clips made this shard shorter
-            b = self._shape[0]
-            batch = {"video": np.zeros(self._shape, np.float32), "label": np.zeros(b, np.int32),
-                     "index": np.full(b, -1, np.int32), "mask": np.zeros(b, bool)}
+            batch = masked_batch(self._size, self._video_shape)
         return batch

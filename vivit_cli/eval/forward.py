@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from vivit_cli.data.batches import pad_rows
 from vivit_cli.errors import VivitError
 
 
@@ -122,9 +123,7 @@ def predict_rows(fwd: Forward, rows, n: int, batch_size: int) -> np.ndarray:
         part = np.asarray(rows(lo, min(lo + local, n)), np.float32)
         if out is None:
             out = np.empty((n,) + part.shape[1:2] + (fwd.num_classes,), np.float32)
-        batch = np.zeros((local,) + part.shape[1:], np.float32)
-        batch[:len(part)] = part
-        logits, _ = fwd(batch)
+        logits, _ = fwd(pad_rows(part, local))
         take = min(g, n - start)
         out[start:start + take] = logits[:take]
     return out

@@ -37,32 +37,26 @@ class VideoTask:
 class ArrayIterator:
     """Endless shuffled batches over in-memory arrays, resumable by `get_state`/`set_state`.
 
-    The example order is one global stream (a fresh permutation per epoch from `seed`); global batch i is
-    stream[i*G:(i+1)*G] and shard p takes its p-th slice, so the global batch is the same for any number of
-    processes.
+    The example order is the grain pipeline's (`data.batches.GlobalOrder`: a fresh permutation per epoch from
+    `seed`, laid end to end; shard p takes its rows of each global batch), so the global batch is the same for
+    any number of processes.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, shard_index: int = 0,
                  shard_count: int = 1, seed: int = 0):
-        self.images, self.labels = images, labels
-        self.batch_size, self.shard_index, self.shard_count, self.seed = batch_size, shard_index, shard_count, seed
-        self.batch = 0
-        self._perm_epoch, self._perm = -1, None
+        from vivit_cli.data.batches import GlobalOrder
 
-    def _perm_for(self, epoch: int) -> np.ndarray:
-        if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
-            self._perm_epoch = epoch
-        return self._perm
+        self.images, self.labels = images, labels
+        self.batch_size, self.seed = batch_size, seed
+        self.batch = 0
+        self._order = GlobalOrder(len(labels), seed, batch_size, shard_index, shard_count)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        n, g = len(self.labels), self.batch_size * self.shard_count
-        start = self.batch * g + self.shard_index * self.batch_size
-        pos = np.arange(start, start + self.batch_size)
-        idx = np.array([self._perm_for(int(p // n))[p % n] for p in pos])
+        k = self.batch * self.batch_size
+        idx = np.array([self._order[i][0] for i in range(k, k + self.batch_size)])
         self.batch += 1
         return {"video": self.images[idx][:, None].astype(np.float32), "label": self.labels[idx].astype(np.int32)}
 
@@ -75,14 +69,15 @@ class ArrayIterator:
 
 def array_eval_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, shard_index: int,
                        shard_count: int) -> Iterator[dict]:
-    """Finite eval batches in the `data.eval_iterator` layout (one view of one frame), padded with mask=False."""
+    """Finite eval batches in the `data.eval_iterator` layout (one view of one frame), the last one padded
+    (`data.batches.pad_batch`)."""
+    from vivit_cli.data.batches import pad_batch
+
     idx = np.arange(shard_index, len(labels), shard_count)
     for s in range(0, len(idx), batch_size):
-        chunk = idx[s:s + batch_size]
-        pad = batch_size - len(chunk)
-        take = np.concatenate([chunk, np.zeros(pad, np.int64)]) if pad else chunk
-        yield {"video": images[take][:, None, None].astype(np.float32), "label": labels[take].astype(np.int32),
-               "index": take.astype(np.int32), "mask": np.arange(batch_size) < len(chunk)}
+        take = idx[s:s + batch_size]
+        yield pad_batch({"video": images[take][:, None, None].astype(np.float32),
+                         "label": labels[take].astype(np.int32), "index": take.astype(np.int32)}, batch_size)
 
 
 class ImageTask:
