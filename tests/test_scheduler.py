@@ -132,3 +132,49 @@ def test_lock_descriptor_is_closed_on_an_exception(tmp_path):
         raise RuntimeError
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+# ---- Ctrl-C / SIGTERM ---------------------------------------------------------------------------------
+
+class InterruptedBackend:
+    """Jobs that run until stopped; the first poll is where Ctrl-C lands."""
+
+    name = "interrupted"
+
+    def __init__(self):
+        self.started, self.stopped, self.closed, self.polls = [], [], False, 0
+
+    def commands(self, launch):
+        return [["vivit", *launch.argv]]
+
+    def start(self, launch):
+        self.started.append(launch.run_id)
+        assert launch.lock_fd is not None  # the trainer shares the cell's lock
+        return launch.run_id
+
+    def poll(self, handle):
+        self.polls += 1
+        if self.polls == 1:
+            raise KeyboardInterrupt
+        return 143 if handle in self.stopped else None
+
+    def stop(self, handle):
+        self.stopped.append(handle)
+
+    def close(self):
+        self.closed = True
+
+
+def test_interrupt_stops_running_jobs_and_releases_their_locks(tmp_path):
+    from vivit_cli.sweep import cells, grids, runner
+
+    p = cells.plan(grids.load("attention-order"), preset="smoke")
+    store = st.RunStore(tmp_path / "results")
+    backend = InterruptedBackend()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(p, store, backend, parallel=2, poll=0.01, live=False)
+    assert backend.started == backend.stopped == [p.deps[0].run_id]  # only the dependency may start first
+    assert backend.closed
+    for job in p.jobs:
+        with store.locked(job) as held:
+            assert held is not None, job.run_id
