@@ -181,9 +181,9 @@ def row_for(job: Job) -> Row:
 
 def show_opening(s: Slot, cell: st.CellState) -> None:
     """The table before anything runs: what is done already, what resumes, what another process runs."""
+    state = slot_state(cell)
     note = {st.PARTIAL: "partial", st.SHARED: f"shared from {cell.shared_from}"}.get(cell.state, "")
-    s.show(slot_state(cell), top1=cell.top1, note=note or cell.stale or "",
-           error=cell.error if slot_state(cell) is SlotState.FAILED else None)
+    s.show(state, top1=cell.top1, note=note or cell.stale or "", error=cell.error if state is SlotState.FAILED else None)
 
 
 def dep_states(s: Slot, by_id: dict[str, list[Slot]]) -> list[SlotState]:
