@@ -119,7 +119,7 @@ def render(env: dict, peaks: dict | None, results: list[dict], skipped: list[str
     if skipped:
         lines += ["", "Skipped for lack of time: " + ", ".join(skipped) + "."]
     if probe:
-        lines += ["", "cuDNN fused-attention probe (VIVIT_ATTENTION=cudnn: a refusal is an error, not a fall back):", ""]
+        lines += ["", "cuDNN fused-attention probe (the cuDNN path forced: a refusal is an error, not a fall back):", ""]
         lines += [f"- {row.pop('case', '?')}: " + ", ".join(f"{k}={v}" for k, v in row.items()) for row in map(dict, probe)]
     return "\n".join(lines) + "\n"
 
@@ -192,25 +192,21 @@ def attention_probe(smoke: bool = False) -> list[dict]:
     import jax
     import jax.numpy as jnp
 
-    from vivit_cli.models import layers
+    from vivit_cli.models import attention
 
     shape = (2, 64, 2, 16) if smoke else (8, 3136, 12, 64)
     q, k, v = (jax.random.normal(jax.random.key(i), shape, jnp.bfloat16) for i in range(3))
-    loss = lambda q, k, v: layers.fused_attention(q, k, v).astype(jnp.float32).sum()  # noqa: E731
-    cases = [("attention forward", jax.jit(layers.fused_attention)),
-             ("attention grad", jax.jit(jax.grad(loss, argnums=(0, 1, 2))))]
+    cudnn = lambda q, k, v: attention.attend("cudnn", q, k, v)  # noqa: E731  (a refusal raises: no fall back)
+    loss = lambda q, k, v: cudnn(q, k, v).astype(jnp.float32).sum()  # noqa: E731
+    cases = [("attention forward", jax.jit(cudnn)), ("attention grad", jax.jit(jax.grad(loss, argnums=(0, 1, 2))))]
     rows = []
-    os.environ["VIVIT_ATTENTION"] = "cudnn"  # refusals raise here instead of falling back
-    try:
-        for name, fn in cases:
-            row = {"case": name, "shape": list(shape)}
-            try:
-                row.update(_hlo_facts(fn.lower(q, k, v).compile()))
-            except Exception as e:  # noqa: BLE001
-                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
-            rows.append(row)
-    finally:
-        os.environ.pop("VIVIT_ATTENTION", None)
+    for name, fn in cases:
+        row = {"case": name, "shape": list(shape)}
+        try:
+            row.update(_hlo_facts(fn.lower(q, k, v).compile()))
+        except Exception as e:  # noqa: BLE001
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
+        rows.append(row)
     from vivit_cli import config
     from vivit_cli.bench import core
 
@@ -227,7 +223,8 @@ def attention_probe(smoke: bool = False) -> list[dict]:
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
         row["seconds"] = round(time.time() - t0, 1)
         rows.append(row)
-    rows.append({"case": "fall-backs recorded", "refusals": dict(layers.CUDNN_REFUSALS)})
+    model_attention = core.attention_path(config.build(SMOKE if smoke else VIVIT_B))  # where cuDNN refused: why
+    rows.append({"case": "the model's attention", "attention": model_attention})
     return rows
 
 
@@ -287,9 +284,6 @@ def main(argv=None) -> int:
         print(f"  -> train {fmt(m.get('train_clips_per_s'))} clips/s, MFU {fmt(m.get('mfu'), '.3f')}, forward "
               f"{fmt(m.get('forward_ms_per_clip'))} ms/clip, {rec.get('seconds')} s", flush=True)
         results.append(rec)
-        from vivit_cli.models import layers
-
-        payload["cudnn_refusals"] = dict(layers.CUDNN_REFUSALS)
         write(out, payload, render(env, payload["peaks"], results, skipped, time.time() - t_start, payload.get("attention_probe")))
         jax.clear_caches()
     md = render(env, payload["peaks"], results, skipped, time.time() - t_start, payload.get("attention_probe"))

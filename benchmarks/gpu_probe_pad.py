@@ -8,12 +8,12 @@ sys.argv = [sys.argv[0]]
 from gpu_check import VIVIT_B, _hlo_facts
 from vivit_cli import config
 from vivit_cli.bench import core, peak
-from vivit_cli.models import layers
+from vivit_cli.models import attention
 q, k, v = (jax.random.normal(jax.random.key(i), (8, 3137, 12, 64), jnp.bfloat16) for i in range(3))
 ref = jax.nn.dot_product_attention(q, k, v, scale=1.0)
-got = jax.jit(layers.padded_attention)(q, k, v)
+got = jax.jit(attention.padded_attention)(q, k, v)
 print("pad fwd max|diff| vs xla", float(jnp.max(jnp.abs(got.astype(jnp.float32) - ref.astype(jnp.float32)))), flush=True)
-g = jax.jit(jax.grad(lambda q, k, v: layers.padded_attention(q, k, v).astype(jnp.float32).sum(), argnums=(0, 1, 2)))
+g = jax.jit(jax.grad(lambda q, k, v: attention.padded_attention(q, k, v).astype(jnp.float32).sum(), argnums=(0, 1, 2)))
 print("pad grad", _hlo_facts(g.lower(q, k, v).compile()), flush=True)
 peaks = {"bfloat16": 777.4e12, "float32": 359.4e12}
 for b in (8, 16):

@@ -105,15 +105,16 @@ def test_bfloat16_uses_the_bf16_peak_and_forward_only_mode():
 
 
 def test_attention_path_reports_a_cudnn_refusal(monkeypatch):
-    from vivit_cli.models import layers
+    from vivit_cli.models import attention
 
     cfg = config.build(TINY + ["train.precision=bfloat16"])
     import jax
 
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the choice is made from the backend's name
-    monkeypatch.setattr(layers, "CUDNN_REFUSALS", {"(2, 65, 2, 48) bfloat16": "NotImplementedError: odd length"})
-    assert core.attention_path(cfg).startswith("XLA: cuDNN refused (2, 65, 2, 48)")
-    monkeypatch.setattr(layers, "CUDNN_REFUSALS", {})
+    monkeypatch.setattr(attention, "cudnn_refusal", lambda *a: "(2, 65, 2, 48) bfloat16: NotImplementedError: odd")
+    with pytest.warns(UserWarning, match="cuDNN attention refused"):
+        assert core.attention_path(cfg).startswith("XLA: cuDNN refused (2, 65, 2, 48)")
+    monkeypatch.setattr(attention, "cudnn_refusal", lambda *a: None)
     assert core.attention_path(cfg) == "cuDNN fused (flash) attention"
 
 

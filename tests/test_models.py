@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from vivit_cli import config, models
+from vivit_cli.models import attention as A
 from vivit_cli.models import init as minit
 from vivit_cli.models import layers as L
+from vivit_cli.runtime import cpu
 
 SMALL = ["model.hidden=32", "model.layers=2", "model.heads=4", "model.mlp=64", "model.temporal_layers=1",
          "data.frames=8", "data.crop=16", "model.tubelet=2x4x4"]
@@ -311,7 +313,7 @@ def test_padded_attention_equals_unpadded_forward_and_backward(n):
     keys = jax.random.split(jax.random.key(0), 3)
     q, k, v = (jax.random.normal(kk, (2, n, 2, 8), jnp.float32) for kk in keys)
     plain = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=1.0)  # noqa: E731
-    padded = lambda q, k, v: L.padded_attention(q, k, v, implementation=None)  # noqa: E731
+    padded = lambda q, k, v: A.padded_attention(q, k, v, implementation=None)  # noqa: E731
     np.testing.assert_allclose(padded(q, k, v), plain(q, k, v), atol=2e-6)
     w = jax.random.normal(jax.random.key(1), (2, n, 2, 8))
     grads = [jax.grad(lambda *a: jnp.sum(f(*a) * w), argnums=(0, 1, 2))(q, k, v) for f in (plain, padded)]
@@ -320,16 +322,29 @@ def test_padded_attention_equals_unpadded_forward_and_backward(n):
 
 
 def test_cudnn_refusal_is_recorded_not_silent(monkeypatch):
-    # A shape cuDNN refuses falls back to XLA attention, but says so (the GPU check and `vivit bench` show it).
-    monkeypatch.setattr(L, "attention_implementation", lambda q: "cudnn")
-    monkeypatch.setattr(L, "CUDNN_REFUSALS", {})
-    q = jnp.ones((1, 4, 2, 8), jnp.bfloat16)
+    # Where cuDNN refuses (here: a GPU backend's name on a machine without cuDNN), the model is built with XLA
+    # attention, but says so (the GPU check and `vivit bench` show it); VIVIT_ATTENTION=cudnn makes it an error.
+    monkeypatch.delenv("VIVIT_ATTENTION", raising=False)
+    cfg = config.build(SMALL + ["train.precision=bfloat16"])
     with pytest.warns(UserWarning, match="cuDNN attention refused"):
-        out = L.fused_attention(q, q, q)
-    assert out.shape == q.shape and list(L.CUDNN_REFUSALS) == ["(1, 4, 2, 8) bfloat16"]
-    monkeypatch.setenv("VIVIT_ATTENTION", "cudnn")
-    with pytest.raises((NotImplementedError, RuntimeError, ValueError)):
-        L.fused_attention(q, q, q)
+        choice = models.attention_choice(cfg, "gpu")
+    assert choice.path == "xla" and choice.refused.startswith("(1, 8, 4, 8) bfloat16: ")
+    with monkeypatch.context() as patch:
+        patch.setattr(A, "cudnn_refusal", lambda heads, dh, dtype: None)  # where cuDNN accepts
+        assert models.attention_choice(cfg, "gpu") == A.Attention("cudnn")
+        assert A.attention_choice(cfg, "gpu", {"VIVIT_ATTENTION": "xla"}) == A.Attention("xla")
+    with pytest.raises(RuntimeError, match="cuDNN attention refused"):
+        A.attention_choice(cfg, "gpu", {"VIVIT_ATTENTION": "cudnn"})
+
+
+def test_attention_is_chosen_when_the_model_is_built(monkeypatch):
+    # One path per model, from the config and the backend, held as a field of every attention layer.
+    monkeypatch.delenv("VIVIT_ATTENTION", raising=False)
+    cfg32, cfg16 = config.build(SMALL), config.build(SMALL + ["train.precision=bfloat16"])
+    assert models.attention_choice(cfg32, "cpu") == A.Attention("xla")
+    assert models.attention_choice(cfg16, "cpu") == A.Attention("cpu_bf16")
+    assert models.attention_choice(cfg32, "gpu") == A.Attention("xla")  # cuDNN's kernel wants bf16/fp16
+    assert models.build_model(cfg16, 5).attention == "cpu_bf16" and models.build_model(cfg32, 5).attention == "xla"
 
 
 def test_cpu_bfloat16_mode_is_bf16_matmuls_with_f32_activations():
@@ -380,7 +395,7 @@ def test_bf16_matmul_and_attention_gradients_match_their_definition():
     q, k, v = (jax.random.normal(jax.random.key(i), (2, 7, 2, 8)) * 0.5 for i in range(3))
     w = jax.random.normal(jax.random.key(9), (2, 7, 2, 8))
     fwd32 = lambda q, k, v: jnp.sum(jax.nn.dot_product_attention(q, k, v, scale=1.0) * w)  # noqa: E731
-    fwd16 = lambda q, k, v: jnp.sum(L.bf16_attention(q, k, v) * w)  # noqa: E731
+    fwd16 = lambda q, k, v: jnp.sum(cpu.bf16_kernels().attention(q, k, v) * w)  # noqa: E731
     np.testing.assert_allclose(fwd16(q, k, v), fwd32(q, k, v), rtol=0.02, atol=0.05)
     for a, b in zip(jax.grad(fwd16, (0, 1, 2))(q, k, v), jax.grad(fwd32, (0, 1, 2))(q, k, v)):
         assert float(jnp.linalg.norm(a - b)) <= 0.03 * float(jnp.linalg.norm(b)) + 1e-3

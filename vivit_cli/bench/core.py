@@ -273,21 +273,16 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
 
 
 def attention_path(cfg) -> str:
-    """Which attention the compiled programs use, so a silent fall back shows in the figures. The model's own
-    choice (`layers.attention_implementation`) decides, asked about a query of the config's head size."""
-    import jax
+    """Which attention the compiled programs use, so a silent fall back shows in the figures: the model's own
+    choice, made when it is built (`models.attention_choice`)."""
+    from vivit_cli import models
 
-    from vivit_cli.models import compute_dtypes, layers
-
-    dtype, matmul_dtype = compute_dtypes(cfg)
-    if matmul_dtype is not None:
+    choice = models.attention_choice(cfg)
+    if choice.path == "cpu_bf16":
         return "bf16 products, f32 softmax (CPU bf16 mode)"
-    m = cfg.model
-    if layers.attention_implementation(jax.ShapeDtypeStruct((1, 1, m.heads, m.hidden // m.heads), dtype)) is None:
-        return "XLA"
-    if layers.CUDNN_REFUSALS:
-        return "XLA: cuDNN refused " + "; ".join(f"{k}: {v}" for k, v in layers.CUDNN_REFUSALS.items())
-    return "cuDNN fused (flash) attention"
+    if choice.path == "cudnn":
+        return "cuDNN fused (flash) attention"
+    return f"XLA: cuDNN refused {choice.refused}" if choice.refused else "XLA"
 
 
 def _auto_inner(call) -> int:

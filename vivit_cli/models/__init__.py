@@ -7,6 +7,7 @@ with almost no renaming. NNX's object model adds per-call overhead (about 4 ms/s
 machine with `nnx.jit`) that matters at the tiny CPU sizes of the default sweeps.
 
   build_model(cfg, num_classes)       -> nn.Module; apply({"params": p}, video, train=...)
+  attention_choice(cfg)               -> the attention path build_model gives the model (models/attention.py)
   init_params(cfg, num_classes, rng)  -> params
   describe(cfg, num_classes)          -> variant, token grid, params, GFLOPs (the paper's convention)
 """
@@ -62,19 +63,28 @@ def compute_dtype(cfg: Config):
 
 
 def compute_dtypes(cfg: Config, backend: str | None = None):
-    """(activation dtype, matmul operand dtype or None). bfloat16 means bf16 activations and matmuls on
-    accelerators; on a CPU, f32 activations with bf16 matmul operands accumulated in f32, the only bf16 form
-    that CPUs run faster than f32 (layers.dot_general_for)."""
+    """(activation dtype, matmul operand dtype or None): bfloat16 means bf16 activations and products, except in
+    the CPU's bf16 mode (runtime/cpu.py, section 3): f32 activations, bf16 operands accumulated in f32."""
     import jax
     import jax.numpy as jnp
 
-    dtype = compute_dtype(cfg)
-    if dtype == jnp.bfloat16 and (backend or jax.default_backend()) == "cpu":
+    from vivit_cli.runtime import cpu
+
+    if cpu.bf16_mode(cfg.train.precision, backend or jax.default_backend()):
         return jnp.float32, jnp.bfloat16
-    return dtype, None
+    return compute_dtype(cfg), None
+
+
+def attention_choice(cfg: Config, backend: str | None = None):
+    """The model's attention (`Attention(path, refused)`), as `build_model` decides it: models/attention.py."""
+    from .attention import attention_choice as choose
+
+    return choose(cfg, backend)
 
 
 def build_model(cfg: Config, num_classes: int):
+    """The ViViT module for `cfg`. Everything that depends on the backend (the dtypes, the attention path) is
+    decided here, once, and held as fields of the module."""
     from .vivit import ViViT
 
     m = cfg.model
@@ -85,7 +95,7 @@ def build_model(cfg: Config, num_classes: int):
         classifier=m.classifier, temporal_layers=m.temporal_layers, attention_order=m.attention_order,
         dropout=m.dropout, attention_dropout=m.attention_dropout, stochastic_depth=m.stochastic_depth,
         temporal_zero_init=m.temporal_zero_init, kernel_init=_kernel_init(m.init, m.embedding),
-        dtype=dtype, matmul_dtype=matmul_dtype, remat=m.remat)
+        dtype=dtype, matmul_dtype=matmul_dtype, attention=attention_choice(cfg).path, remat=m.remat)
 
 
 def input_shape(cfg: Config, batch: int = 1) -> tuple[int, ...]:

@@ -2,10 +2,10 @@
 
 Param names and shapes follow Scenic's (`MultiHeadDotProductAttention_0/{query,key,value,out}`,
 `MlpBlock_0/Dense_{0,1}`, `LayerNorm_{0,1}`), so reference checkpoints map onto ours without renaming.
-Attention goes through `jax.nn.dot_product_attention`, which picks cuDNN's fused kernel on NVIDIA GPUs; the
-CPU's bf16 mode (`matmul`) has its own attention with a hand-written backward, attention dropout spells the
-softmax out (the fused kernels have no dropout), and so does the class-token readout's one-query attention in the
-last block (`Encoder.first_token_only`) outside the bf16 mode.
+Attention runs by the path the model chose when it was built (`attention`: models/attention.py), handed down
+to every attention layer; attention dropout in train mode and the class-token readout's one query in the last
+block (`Encoder.first_token_only`, outside the CPU bf16 mode) spell the softmax out instead. Every projection
+goes through `matmul`, which in the CPU's bf16 mode (`matmul_dtype`) is runtime/cpu.py's bf16 product.
 """
 
 from __future__ import annotations
@@ -17,39 +17,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vivit_cli.runtime.cpu import bf16_kernels
+
+from .attention import attend
+
 Dtype = Any
 LN_EPS = 1e-6  # the reference's LayerNorm epsilon; checkpoints are trained with it
 
 
-@jax.custom_vjp
-def _mm_bf16(x, w):
-    """x [M, K] @ w [K, N] with bf16 operands and f32 accumulation, forward and backward. Autodiff of the plain
-    dot would feed the f32 cotangent into f32 x bf16 dots, which run at the f32 rate; here every dot is bf16."""
-    return _mm_bf16_fwd(x, w)[0]
-
-
-def _mm_bf16_fwd(x, w):
-    x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
-    # Zero-size arrays carry the primal dtypes (residuals must be arrays): the cotangents go back in them.
-    return jnp.dot(x16, w16, preferred_element_type=jnp.float32), (x16, w16, jnp.zeros(0, x.dtype), jnp.zeros(0, w.dtype))
-
-
-def _mm_bf16_bwd(res, g):
-    x16, w16, x_like, w_like = res
-    g16 = g.astype(jnp.bfloat16)
-    dx = jnp.dot(g16, w16.T, preferred_element_type=jnp.float32).astype(x_like.dtype)
-    dw = jnp.dot(x16.T, g16, preferred_element_type=jnp.float32).astype(w_like.dtype)
-    return dx, dw
-
-
-_mm_bf16.defvjp(_mm_bf16_fwd, _mm_bf16_bwd)
-
-
 def matmul(x, w, dtype: Dtype, matmul_dtype: Dtype | None, contract: int = 1):
-    """x [..., K1..Kc] against w [K1..Kc, N1..] (c = `contract`): the contraction of every projection in the model (Dense, the
-    fused q/k/v, the output projection, the tubelet embedding). `matmul_dtype=bf16` is the CPU's bf16 mode: bf16
-    operands, f32 accumulation and result. CPUs with AVX512-BF16 run that at about 2x their f32 rate, while a
-    bf16 -> bf16 dot runs no faster than f32 there (benchmarks/RESULTS.md), so on a CPU activations stay f32."""
+    """x [..., K1..Kc] against w [K1..Kc, N1..] (c = `contract`): the contraction of every projection in the
+    model (Dense, the fused q/k/v, the output projection, the tubelet embedding). `matmul_dtype=bf16` is the CPU's
+    bf16 mode (runtime/cpu.py, section 3): bf16 operands, f32 accumulation and result."""
     c = contract
     lead, k_shape, n_shape = x.shape[:x.ndim - c], w.shape[:c], w.shape[c:]
     k = math.prod(k_shape)
@@ -57,43 +36,8 @@ def matmul(x, w, dtype: Dtype, matmul_dtype: Dtype | None, contract: int = 1):
     if matmul_dtype is None:
         y = jnp.dot(x2.astype(dtype), w2.astype(dtype))
     else:
-        y = _mm_bf16(x2, w2)
+        y = bf16_kernels().matmul(x2, w2)
     return y.reshape(lead + n_shape)
-
-
-def _bf16(*arrays):
-    return tuple(a.astype(jnp.bfloat16) for a in arrays)
-
-
-def _einsum32(spec, a, b):
-    return jnp.einsum(spec, *_bf16(a, b), preferred_element_type=jnp.float32)
-
-
-@jax.custom_vjp
-def bf16_attention(q, k, v):
-    """softmax(q k^T) v over [B, N, H, dh], q pre-scaled: the CPU's bf16 mode (see `matmul`) for attention, with
-    the backward written out so its four products are bf16 x bf16 -> f32 as well. Softmax stays f32."""
-    return _bf16_attention_fwd(q, k, v)[0]
-
-
-def _bf16_attention_fwd(q, k, v):
-    p = jax.nn.softmax(_einsum32("bqhd,bkhd->bhqk", q, k), axis=-1)
-    out = _einsum32("bhqk,bkhd->bqhd", p, v).astype(q.dtype)
-    return out, (q, k, v, p.astype(jnp.bfloat16))
-
-
-def _bf16_attention_bwd(res, g):
-    q, k, v, p16 = res
-    dv = _einsum32("bhqk,bqhd->bkhd", p16, g)
-    dp = _einsum32("bqhd,bkhd->bhqk", g, v)
-    p = p16.astype(jnp.float32)
-    ds = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True))
-    dq = _einsum32("bhqk,bkhd->bqhd", ds, k)
-    dk = _einsum32("bhqk,bqhd->bkhd", ds, q)
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
-
-
-bf16_attention.defvjp(_bf16_attention_fwd, _bf16_attention_bwd)
 
 
 def dot_general_for(matmul_dtype: Dtype | None):
@@ -152,6 +96,7 @@ class MultiHeadAttention(nn.Module):
     factorised: tuple[int, int] | None = None
     matmul_dtype: Dtype | None = None
     first_query_only: bool = False  # attend from token 0 only (the class token's readout): see Encoder
+    attention: str = "xla"  # the model's attention path, chosen when it is built (models/attention.py)
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -174,19 +119,20 @@ class MultiHeadAttention(nn.Module):
             bias = jnp.concatenate([bq * scale, bk, bv], axis=0).astype(self.dtype)  # [3H, dh]
             qkv = matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype) + bias  # [..., N, 3H, dh]
             q, k, v = qkv[..., :h, :], qkv[..., h:2 * h, :], qkv[..., 2 * h:, :]
-            attend = self._attend if self.factorised is None else self._attend_factorised
-            out = attend(q, k, v, train)
+            run = self._attend if self.factorised is None else self._attend_factorised
+            out = run(q, k, v, train)
         # DenseGeneral hands its initialiser the kernel flattened to [fan_in, fan_out].
         out_init = nn.initializers.zeros if self.zero_init_out else nn.initializers.xavier_uniform()
         return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out", kernel_init=out_init,
                                dot_general=dot_general_for(self.matmul_dtype))(out)
 
     def _attend(self, q, k, v, train):
-        """q [..., Nq, H, dh] against k, v [..., Nk, H, dh]; Nq is 1 for the class-token readout's last block."""
+        """q [..., Nq, H, dh] against k, v [..., Nk, H, dh]; Nq is 1 for the class-token readout's last block.
+        The model's path (`attention`) runs it, except in the two cases that depend on the call."""
         lead, q_shape = q.shape[:-3], q.shape[-3:]
         q, k, v = (a.reshape((-1,) + a.shape[-3:]) for a in (q, k, v))
         dropout = self.attention_dropout > 0.0 and train
-        if dropout or (self.matmul_dtype is None and q.shape[1] != k.shape[1]):
+        if dropout or (self.attention != "cpu_bf16" and q.shape[1] != k.shape[1]):
             # The fused kernels have no dropout, and cuDNN's wants equal query and key lengths: spell the
             # softmax out (for the readout's one query, a [B, H, 1, N] softmax is small anyway).
             logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)  # q carries the 1/sqrt(dh) scale
@@ -194,10 +140,8 @@ class MultiHeadAttention(nn.Module):
             if dropout:
                 w = nn.Dropout(self.attention_dropout, deterministic=False)(w)
             out = jnp.einsum("bhqk,bkhd->bqhd", w, v)
-        elif self.matmul_dtype is not None:
-            out = bf16_attention(q, k, v)
         else:
-            out = fused_attention(q, k, v)
+            out = attend(self.attention, q, k, v)
         return out.reshape(lead + q_shape)
 
     def _attend_factorised(self, q, k, v, train):
@@ -215,63 +159,6 @@ class MultiHeadAttention(nn.Module):
         ot = ot.reshape(b, s, t, half, dh).transpose(0, 2, 1, 3, 4)
         os_ = self._attend(over_space(q), over_space(k), over_space(v), train).reshape(b, t, s, half, dh)
         return jnp.concatenate([ot, os_], axis=-2).reshape(b, n, h, dh)
-
-
-def attention_implementation(q) -> str | None:
-    """"cudnn" (the fused flash-attention kernel, never materialising [B, H, N, N]) where it applies: an NVIDIA
-    GPU, bf16/fp16 inputs, a head size cuDNN supports. Else None: JAX's XLA attention. VIVIT_ATTENTION=xla
-    forces the latter (a cuDNN too old for a shape fails at compile time, not at trace time); VIVIT_ATTENTION=cudnn
-    turns a trace-time refusal into an error instead of a fall back."""
-    import os
-
-    if os.environ.get("VIVIT_ATTENTION", "").lower() == "xla":
-        return None
-    dh = q.shape[-1]
-    if jax.default_backend() != "gpu" or q.dtype not in (jnp.bfloat16, jnp.float16) or dh % 8 or dh > 128:
-        return None
-    return "cudnn"
-
-
-# Why cuDNN's kernel was refused, per shape, so a silent fall back to the (memory-hungry) XLA attention shows up
-# in `vivit bench` and the GPU check instead of only as a slow step.
-CUDNN_REFUSALS: dict[str, str] = {}
-
-
-def fused_attention(q, k, v):
-    """softmax(q k^T) v over [B, N, H, dh] (BTNH) inputs; q carries the 1/sqrt(dh) scale already."""
-    import os
-
-    impl = attention_implementation(q)
-    if impl is not None:
-        try:
-            return padded_attention(q, k, v, impl)
-        except (NotImplementedError, RuntimeError, ValueError) as e:  # trace-time refusal (cuDNN version, shape)
-            if os.environ.get("VIVIT_ATTENTION", "").lower() == "cudnn":
-                raise
-            key = f"{tuple(q.shape)} {q.dtype}"
-            if key not in CUDNN_REFUSALS:
-                CUDNN_REFUSALS[key] = f"{type(e).__name__}: {e}"
-                import warnings
-
-                warnings.warn(f"cuDNN attention refused for {key} ({CUDNN_REFUSALS[key]}); using XLA attention",
-                              stacklevel=2)
-    return jax.nn.dot_product_attention(q, k, v, scale=1.0)
-
-
-def padded_attention(q, k, v, implementation: str | None = "cudnn", multiple: int = 8):
-    """cuDNN's training kernels refuse odd sequence lengths (jax 0.11), and a class token makes model 1's 3136
-    patches 3137, which silently fell back to XLA attention: 74 GB and 0.12 MFU for ViViT-B at batch 8 on an
-    H200. Pad the tokens to a multiple of 8 and mask the padded keys out; the padded query rows are sliced off."""
-    n = q.shape[1]
-    pad = -n % multiple
-    if pad == 0:
-        return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation=implementation)
-    widths = ((0, 0), (0, pad), (0, 0), (0, 0))
-    qp, kp, vp = (jnp.pad(a, widths) for a in (q, k, v))
-    lengths = jnp.full((q.shape[0],), n, jnp.int32)
-    out = jax.nn.dot_product_attention(qp, kp, vp, scale=1.0, implementation=implementation,
-                                       query_seq_lengths=lengths, key_value_seq_lengths=lengths)
-    return out[:, :n]
 
 
 class MlpBlock(nn.Module):
@@ -315,13 +202,14 @@ class EncoderBlock(nn.Module):
     factorised: tuple[int, int] | None = None
     matmul_dtype: Dtype | None = None
     first_token_only: bool = False  # the last block under a class-token readout: returns [B, 1, D]
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):  # positional: nn.remat marks it static
         y = layer_norm("LayerNorm_0", self.dtype)(x)
         y = MultiHeadAttention(self.num_heads, self.dtype, self.attention_dropout, factorised=self.factorised,
                                matmul_dtype=self.matmul_dtype, first_query_only=self.first_token_only,
-                               name="MultiHeadDotProductAttention_0")(y, train=train)
+                               attention=self.attention, name="MultiHeadDotProductAttention_0")(y, train=train)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
         if self.first_token_only:
             x = x[:, :1]
@@ -348,6 +236,7 @@ class FactorisedSelfAttentionBlock(nn.Module):
     droplayer: float = 0.0
     temporal_zero_init: bool = True
     matmul_dtype: Dtype | None = None
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):  # positional: nn.remat marks it static
@@ -361,7 +250,7 @@ class FactorisedSelfAttentionBlock(nn.Module):
                 y = y.reshape(b, t, s, d)
             y = MultiHeadAttention(self.num_heads, self.dtype, self.attention_dropout,
                                    zero_init_out=(axis == "time" and self.temporal_zero_init),
-                                   matmul_dtype=self.matmul_dtype,
+                                   matmul_dtype=self.matmul_dtype, attention=self.attention,
                                    name=f"MultiHeadDotProductAttention_{axis}")(y, train=train)
             if axis == "time":
                 y = y.transpose(0, 2, 1, 3)

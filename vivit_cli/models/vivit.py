@@ -79,7 +79,8 @@ class ViViT(nn.Module):
     temporal_zero_init: bool = True
     kernel_init: Any = nn.initializers.lecun_normal()
     dtype: Dtype = jnp.float32
-    matmul_dtype: Dtype | None = None  # bf16 on CPUs: see layers.dot_general_for
+    matmul_dtype: Dtype | None = None  # bf16 in the CPU's bf16 mode: see layers.matmul
+    attention: str = "xla"  # chosen by models.build_model (models/attention.py)
     remat: bool = False
     # Every token through the last block, as the reference implementations do. The logits are the same (to
     # float rounding); only the equivalence tests and comparisons want it.
@@ -92,8 +93,7 @@ class ViViT(nn.Module):
     def _encoder(self, name, layers, factorised=None, grid=None, first_token_only=False):
         def make_block(i, block_name, last=False):
             common = dict(num_heads=self.heads, mlp_dim=self.mlp, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
-                          dropout=self.dropout,
-                          attention_dropout=self.attention_dropout,
+                          attention=self.attention, dropout=self.dropout, attention_dropout=self.attention_dropout,
                           droplayer=L.droplayer_rate(i, layers, self.stochastic_depth), name=block_name)
             if grid is not None:
                 return self._block_cls(L.FactorisedSelfAttentionBlock)(
