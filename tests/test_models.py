@@ -347,6 +347,13 @@ def test_attention_is_chosen_when_the_model_is_built(monkeypatch):
     assert models.build_model(cfg16, 5).attention == "cpu_bf16" and models.build_model(cfg32, 5).attention == "xla"
 
 
+def test_every_config_variant_is_registered():
+    from vivit_cli.config.schema import VARIANTS
+    from vivit_cli.models.vivit import VARIANTS as REGISTERED
+
+    assert set(REGISTERED) == set(VARIANTS)
+
+
 def test_cpu_bfloat16_mode_is_bf16_matmuls_with_f32_activations():
     # On a CPU, precision=bfloat16 means bf16 x bf16 -> f32 products (AVX512-BF16 runs them at ~2x f32) with f32
     # activations; the forward and the gradients must stay close to the f32 model's.

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from vivit_cli.config import Config
 from vivit_cli.runtime import cpu
 
+
 @dataclass(frozen=True)
 class Attention:
     path: str  # "xla" | "cudnn" | "cpu_bf16"

@@ -11,8 +11,7 @@ Input: video float [B, T, H, W, 3] in [-1, 1]. Output: logits [B, num_classes] i
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -59,7 +58,7 @@ class TokenEmbedding(nn.Module):
 
 
 class ViViT(nn.Module):
-    """Every variant in one module; `variant` picks the token mixing."""
+    """Every variant in one module; `variant` names the token mixing, looked up in VARIANTS (below)."""
 
     num_classes: int
     variant: str
@@ -125,39 +124,53 @@ class ViViT(nn.Module):
         x = TokenEmbedding(self.hidden, self.patch, two_d=self.embedding == "uniform_frame",
                            kernel_init=self.kernel_init, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
                            name="embedding")(x)
-        b, nt, s, d = x.shape
-
-        if self.variant == "factorised_encoder":
-            # Spatial encoder on each frame's tokens (params shared over time), one token per frame out.
-            x = x.reshape(b * nt, s, d)
-            x, pool = self._pool(x, "cls_SpatialTransformer")
-            x = pool(self._encoder("SpatialTransformer", self.layers, first_token_only=self._token)(x, train=train))
-            x = x.reshape(b, nt, d)
-            if self.temporal_layers == 0:
-                x = x.mean(axis=1)  # the average-pool baseline: no temporal interaction at all
-            else:
-                x, pool = self._pool(x, "cls_TemporalTransformer")
-                x = pool(self._encoder("TemporalTransformer", self.temporal_layers, first_token_only=self._token)(
-                    x, train=train))
-        else:
-            x = x.reshape(b, nt * s, d)
-            if self.variant == "spatio_temporal":
-                x, pool = self._pool(x)
-                encoder = self._encoder("Transformer", self.layers, first_token_only=self._token)
-            elif self.variant == "factorised_dot_product":
-                pool = lambda y: y.mean(axis=1)  # noqa: E731  (token classifier rejected by the config)
-                encoder = self._encoder("Transformer", self.layers, factorised=(nt, s))
-            else:  # factorised_self_attention
-                pool = lambda y: y.mean(axis=1)  # noqa: E731
-                encoder = self._encoder("Transformer", self.layers, grid=(nt, s))
-            x = pool(encoder(x, train=train))
-
+        x = VARIANTS[self.variant](self, x, train)
         logits = nn.Dense(self.num_classes, name="output_projection", kernel_init=nn.initializers.zeros,
                           dtype=self.dtype, dot_general=L.dot_general_for(self.matmul_dtype))(x)
         return logits.astype(jnp.float32)
 
 
-def count_params(params) -> int:
-    import jax
+# The variants by name: each takes the ViViT module, the embedded tokens [B, n_t, s, D] and `train`, and returns
+# the pooled features [B, D] for the head. They run inside ViViT.__call__, so their submodules and params are
+# ViViT's (the param tree is Scenic's).
+VARIANTS: dict[str, Callable[..., Any]] = {}
 
-    return int(sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+
+def register_variant(name: str):
+    def register(fn):
+        VARIANTS[name] = fn
+        return fn
+
+    return register
+
+
+@register_variant("spatio_temporal")
+def _spatio_temporal(m: ViViT, x, train: bool):
+    b, nt, s, d = x.shape
+    x, pool = m._pool(x.reshape(b, nt * s, d))
+    return pool(m._encoder("Transformer", m.layers, first_token_only=m._token)(x, train=train))
+
+
+@register_variant("factorised_encoder")
+def _factorised_encoder(m: ViViT, x, train: bool):
+    # Spatial encoder on each frame's tokens (params shared over time), one token per frame out.
+    b, nt, s, d = x.shape
+    x, pool = m._pool(x.reshape(b * nt, s, d), "cls_SpatialTransformer")
+    x = pool(m._encoder("SpatialTransformer", m.layers, first_token_only=m._token)(x, train=train))
+    x = x.reshape(b, nt, d)
+    if m.temporal_layers == 0:
+        return x.mean(axis=1)  # the average-pool baseline: no temporal interaction at all
+    x, pool = m._pool(x, "cls_TemporalTransformer")
+    return pool(m._encoder("TemporalTransformer", m.temporal_layers, first_token_only=m._token)(x, train=train))
+
+
+@register_variant("factorised_self_attention")
+def _factorised_self_attention(m: ViViT, x, train: bool):
+    b, nt, s, d = x.shape
+    return m._encoder("Transformer", m.layers, grid=(nt, s))(x.reshape(b, nt * s, d), train=train).mean(axis=1)
+
+
+@register_variant("factorised_dot_product")
+def _factorised_dot_product(m: ViViT, x, train: bool):  # mean pooling: the config rejects a token classifier
+    b, nt, s, d = x.shape
+    return m._encoder("Transformer", m.layers, factorised=(nt, s))(x.reshape(b, nt * s, d), train=train).mean(axis=1)
