@@ -24,10 +24,11 @@ from .flops import gmacs
 
 DEFAULT_NUM_CLASSES = 400  # Kinetics 400: what the paper's parameter counts include
 
-# Bumped by any change that moves what a trained run reports (not by refactors): 2 = the projections' products
-# as one 2-D product each (session 2), 3 = the class-token readout's last block computing one row (session 3).
-# Run ids hash the config alone, so a run store can hold runs of several versions; every summary.json records
-# this, and `vivit report` says so when a table mixes them. Runs without it predate version 3.
+# Bumped by any change that moves what a trained run reports (not by refactors): 2 (2026-11) = every projection
+# run as one 2-D product (float rounding moved); 3 (2026-11) = under a class-token readout, the last block of each
+# encoder computes only the class token's row. Run ids hash the config alone, so a run store can hold runs of
+# several versions; every summary.json records this, and `vivit report` says so when a table mixes them. Runs
+# without it predate version 3.
 NUMERICS_VERSION = 3
 
 
