@@ -224,7 +224,7 @@ def expected_model_variants_frame() -> pd.DataFrame:
 
 
 def test_model_variants_frame_is_exact(store):
-    rep = report("model-variants", store)
+    rep = report("model-variants", store, stat="std")
     assert rep.rows == list(tables.VARIANT_ROWS) and rep.columns == [APPEARANCE, MOTION]
     pd.testing.assert_frame_equal(rep.frame, expected_model_variants_frame(), check_dtype=False, atol=1e-9)
     assert (rep.cells_done, rep.cells_total) == (4, 10)
@@ -239,7 +239,7 @@ def test_model_variants_frame_is_exact(store):
 
 
 def test_model_variants_display_strings(store):
-    headers, body, kinds = render.header_and_rows(report("model-variants", store))
+    headers, body, kinds = render.header_and_rows(report("model-variants", store, stat="std"))
     assert headers == ["Model", "Appearance top-1 (%)", "Motion top-1 (%)", "GFLOPs", "Params (M)",
                        "Runtime (ms/clip, cpu)", "Paper K400 top-1", "Paper EK top-1", "Paper GFLOPs",
                        "Paper params (M)", "Paper runtime (ms)"]
@@ -379,7 +379,7 @@ EMBED_MARKDOWN = """\
 def test_markdown_export_is_exact(tmp_path):
     root = make_store(tmp_path / "r")
     shutil.rmtree(root / "model-variants")
-    assert render.to_markdown(report("embed-ablation", root)) == EMBED_MARKDOWN
+    assert render.to_markdown(report("embed-ablation", root, stat="std")) == EMBED_MARKDOWN
 
 
 def test_csv_export_round_trips_the_frame(store):
@@ -391,7 +391,7 @@ def test_csv_export_round_trips_the_frame(store):
 
 
 def test_json_export(store):
-    data = json.loads(render.to_json(report("model-variants", store)))
+    data = json.loads(render.to_json(report("model-variants", store, stat="std")))
     assert data["table"] == "model-variants" and data["unit"] == "percent"
     assert (data["cells_done"], data["cells_total"]) == (4, 10)
     m1 = data["rows"][0]
@@ -419,7 +419,7 @@ def latex_body_ok(text: str) -> None:
 
 
 def test_latex_export_structure_and_escaping(store):
-    text = render.to_latex(report("model-variants", store))
+    text = render.to_latex(report("model-variants", store, stat="std"))
     latex_body_ok(text)
     assert "60.0 $\\pm$ 10.0 (n=3)" in text and "\\multicolumn{5}{c}{Ours} & \\multicolumn{5}{c}{Paper}" in text
     assert render.latex_escape("a_b & 50% #1") == "a\\_b \\& 50\\% \\#1"
@@ -441,7 +441,7 @@ def test_latex_compiles_as_a_table_body(store, tmp_path):
 
 
 def test_rich_table_renders_every_row(store):
-    text = render.render(report("model-variants", store), "table")
+    text = render.render(report("model-variants", store, stat="std"), "table")
     for row in tables.VARIANT_ROWS:
         assert row in text
     assert "4/10 cells done" in text and "60.0 ± 10.0 (n=3)" in text and "455.2" in text

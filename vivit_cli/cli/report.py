@@ -20,21 +20,25 @@ def report_command(
     fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv, latex or json."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the export to this file instead of stdout."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Also write a PNG figure of the table."),
-    spread: str = typer.Option("std", "--spread", help="Spread over seeds after the ±: std or ci95."),
+    spread: str = typer.Option("ci", "--stat", "--spread", help="ci: mean and 95% interval by hierarchical bootstrap "
+                               "over seeds and clips, each column's best and the rows not distinguishable from it, "
+                               "the paired difference to the reference row; std: mean ± sample std over seeds; "
+                               "ci95: mean ± Student's t half width over seeds."),
     accuracy: str = typer.Option("top1", "--accuracy",
                                  help="top1, top5 (summary.json), or an eval.json key such as val@4x3[:top5]."),
     stamp: bool = typer.Option(False, "--stamp", help="Markdown/LaTeX: add the date, git commit and results dir."),
     perf: bool = typer.Option(False, "--perf", help="Add train clips/s, MFU, peak memory and compile time (each "
                               "run's summary.json perf block, mean over seeds)."),
 ) -> None:
-    """Print a paper-style table (mean over seeds ± spread, the paper's numbers beside), or list the tables."""
+    """Print a paper-style table (mean over seeds with its interval and marks, the paper's numbers beside), or list
+    the tables."""
     from vivit_cli import report as rep
     from vivit_cli.report import render
 
     if fmt not in FORMATS:
         raise VivitError(f"--format {fmt!r}: allowed values are {', '.join(FORMATS)}")
     if spread not in render.SPREADS:
-        raise VivitError(f"--spread {spread!r}: allowed values are {', '.join(render.SPREADS)}")
+        raise VivitError(f"--stat/--spread {spread!r}: allowed values are {', '.join(render.SPREADS)}")
     if stamp and fmt not in ("markdown", "latex"):
         raise VivitError(f"--stamp applies to --format markdown or latex, not {fmt}")
     if not table:
@@ -49,14 +53,14 @@ def report_command(
     if len(specs) > 1 and (plot or fmt == "csv"):
         raise VivitError(f"{'--plot' if plot else '--format csv'} takes one --table, got {len(specs)}")
     runs, stats = rep.load_runs(results)
-    reports = [rep.build(spec, runs, stats, accuracy=accuracy) for spec in specs]
+    reports = [rep.build(spec, runs, stats, accuracy=accuracy, stat=spread) for spec in specs]
     if fmt == "table" and out is None:
-        from rich.console import Console
+        from vivit_cli import term
 
         for r in reports:
             # Never crop a column: a console narrower than the table gets the table's width (the terminal wraps).
             need = render.rich_min_width(r, spread)
-            console = Console()
+            console = term.console()
             console.print(render.to_rich(r, spread), width=max(console.width, need), crop=False)
     elif fmt == "table":
         _emit("\n".join(render.render(r, fmt, spread) for r in reports), out)
@@ -84,7 +88,9 @@ def _emit(text, out: Optional[str]) -> None:
         if isinstance(text, str):
             typer.echo(text, nl=False)
         else:
-            console = Console()
+            from vivit_cli import term
+
+            console = term.console()
             for item in text if isinstance(text, list) else [text]:
                 console.print(item)
         return

@@ -1,4 +1,5 @@
-"""Reports: the run store -> the paper's tables (mean over seeds, with the paper's numbers beside ours).
+"""Reports: the run store -> the paper's tables (mean over seeds with a 95% interval over seeds and clips, the rows
+that are not distinguishable from each column's best, the paper's numbers beside ours).
 
 Never imports JAX: `vivit report` must answer instantly, even while a sweep is running.
 """
@@ -14,11 +15,13 @@ from vivit_cli.report.store import LoadStats, load_runs  # noqa: F401
 __all__ = ["Report", "LoadStats", "tables", "load_runs", "build", "completeness", "report", "overview"]
 
 
-def report(name: str, results_dir: str | os.PathLike = "results", accuracy: str = "top1", perf: bool = False) -> Report:
-    """The report of table `name` from the run store at `results_dir`; `perf` adds the perf columns."""
+def report(name: str, results_dir: str | os.PathLike = "results", accuracy: str = "top1", perf: bool = False,
+           stat: str = "ci") -> Report:
+    """The report of table `name` from the run store at `results_dir`; `perf` adds the perf columns; `stat` is
+    ci (bootstrap intervals and marks), std or ci95 (the spread over seeds alone)."""
     spec = tables.with_perf(tables.get(name)) if perf else tables.get(name)
     runs, stats = load_runs(results_dir)
-    return build(spec, runs, stats, accuracy=accuracy)
+    return build(spec, runs, stats, accuracy=accuracy, stat=stat)
 
 
 def overview(results_dir: str | os.PathLike = "results") -> tuple[list[dict], list[str]]:

@@ -1,4 +1,11 @@
-"""Pure functions: runs (one per seed) -> cells (mean over seeds with spread) -> the table the paper prints."""
+"""Pure functions: runs (one per seed) -> cells (mean over seeds with an interval or spread) -> the table the paper
+prints.
+
+`stat` picks what a cell carries beside its mean: `ci` (the default) a 95% interval by hierarchical bootstrap over
+seeds and clips, the column's best row and the rows not distinguishable from it, and the paired difference to the
+table's reference row (`bootstrap.py`); `std` the sample std over seeds and `ci95` Student's t half width over
+seeds, both as before intervals existed (those frames are what they always were).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 
 from vivit_cli.errors import VivitError
-from vivit_cli.report import tables
-from vivit_cli.report.store import DONE, FAILED, RUNNING, LoadStats
+from vivit_cli.report import bootstrap, tables
+from vivit_cli.report.store import DONE, FAILED, RUNNING, LoadStats, read_predictions
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (scipy would cost a second to import).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -17,6 +24,10 @@ MISSING, PARTIAL = "missing", "partial"
 NOT_RUN = "not run"  # a row that only the paper has (e.g. L_t=12): shown for reference, not counted as missing
 # Cell states: done (every seed done), partial (some done, others failed or running), running, failed, missing.
 CELL_STATES = (DONE, PARTIAL, RUNNING, FAILED, MISSING)
+STATS = ("ci", "std", "ci95")
+# The frame's per-column keys: always, and with stat="ci" (interval, mark, differences, how the interval was drawn).
+FRAME_KEYS = ("mean", "std", "ci95", "n", "failed", "running", "status")
+CI_KEYS = ("lo", "hi", "mark", "vs_best", "vs_best_lo", "vs_best_hi", "vs_ref", "vs_ref_lo", "vs_ref_hi", "method")
 
 
 def t975(dof: int) -> float:
@@ -60,6 +71,11 @@ class Report:
     devices: list[str]
     notes: list[str] = field(default_factory=list)
     accuracy: str = "top1"
+    stat: str = "ci"
+    seeds_planned: int = 0  # distinct seeds among the table's runs: a cell with fewer done says n=k/planned
+    columns_stats: dict = field(default_factory=dict)  # column -> bootstrap.Column (stat="ci")
+    resamples: int = bootstrap.RESAMPLES
+    split: str | None = None  # the evaluation split(s) of the done runs, e.g. "val"
 
     @property
     def cells_done(self) -> int:
@@ -180,10 +196,85 @@ def numerics_note(versions) -> str | None:
             "folder to compare.")
 
 
-def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accuracy: str = "top1") -> Report:
+def evaluation(run, accuracy: str = "top1") -> tuple[bootstrap.Evaluation, str]:
+    """A done run's figure with its per-clip hits when it has predictions, and how: `paired`, `mismatch`
+    (predictions that do not give the run's figure: not used) or `none`."""
+    value = float(run["acc"])
+    if accuracy in ("top1", "top5"):
+        rel, clips, metric = run["predictions"], run["eval_videos"], accuracy
+    else:
+        key, _, metric = accuracy.partition(":")
+        entry = run["eval"].get(key) if isinstance(run["eval"], dict) else None
+        entry = entry if isinstance(entry, dict) else {}
+        rel, clips, metric = entry.get("predictions"), entry.get("videos"), metric or "top1"
+    clips = int(clips) if isinstance(clips, (int, float)) and not isinstance(clips, bool) and clips > 0 else None
+    pred = read_predictions(run["path"], rel) if rel else None
+    if pred is None:
+        return bootstrap.Evaluation(value, clips=clips), "none"
+    label, top5 = pred["label"], pred["top5"]
+    correct = (top5 == label[:, None]).any(axis=1) if metric == "top5" else top5[:, 0] == label
+    groups = label if metric == "mean_class_accuracy" else None
+    # Figures are rounded to 6 decimals in eval.json; one clip more or less would be 1/N.
+    if abs(bootstrap.accuracy_of(correct, groups) - value) > min(1e-4, 0.5 / len(label)):
+        return bootstrap.Evaluation(value, clips=clips or len(label)), "mismatch"
+    return bootstrap.Evaluation(value, index=pred["index"], correct=correct, groups=groups), "paired"
+
+
+def _split_of(run, accuracy: str) -> str | None:
+    """The evaluation split a cell's figure comes from: the eval.json key's, or the predictions file's name."""
+    if accuracy not in ("top1", "top5"):
+        return accuracy.partition(":")[0].split("@")[0]
+    rel = run["predictions"]
+    return rel.rsplit("/", 1)[-1].split("@")[0] if isinstance(rel, str) and "@" in rel else None
+
+
+def _with_intervals(spec, runs, rows, columns, records, accuracy, resamples) -> tuple[dict, list[str], list[str]]:
+    """Adds the CI_KEYS to each cell record; returns the columns' bootstrap.Column, notes, and the splits seen."""
+    done = runs[runs["status"] == DONE]
+    out, how, splits = {}, {"paired": 0, "none": 0, "mismatch": 0}, set()
+    for column in columns:
+        per_row = {}
+        for row in rows:
+            sel = done[(done["row"] == row) & (done["column"] == column)].sort_values("seed", kind="stable")
+            evals = []
+            for _, run in sel.iterrows():
+                ev, kind = evaluation(run, accuracy)
+                how[kind] += 1
+                evals.append(ev)
+                splits.add(_split_of(run, accuracy))
+            per_row[row] = evals
+        out[column] = bootstrap.column(per_row, key=f"{spec.name}/{column}/{accuracy}", reference=spec.reference,
+                                       resamples=resamples)
+    for rec in records:
+        col = out[rec["column"]]
+        cell, row = col.cells.get(rec["row"]), rec["row"]
+        best, ref = col.vs_best.get(row), col.vs_reference.get(row)
+        rec.update({
+            "lo": cell.lo if cell else math.nan, "hi": cell.hi if cell else math.nan,
+            "mark": col.marks.get(row, math.nan), "method": col.methods.get(row, math.nan),
+            "vs_best": best.mean if best else math.nan, "vs_best_lo": best.lo if best else math.nan,
+            "vs_best_hi": best.hi if best else math.nan,
+            "vs_ref": ref.mean if ref else math.nan, "vs_ref_lo": ref.lo if ref else math.nan,
+            "vs_ref_hi": ref.hi if ref else math.nan,
+        })
+    notes = []
+    if how["none"]:
+        notes.append(f"{how['none']} run(s) have no per-clip predictions (trained before runs wrote them): their "
+                     "clip sampling is drawn as a binomial of their clip count (or left out where the run does not "
+                     "record it), and their comparisons are unpaired, so wider.")
+    if how["mismatch"]:
+        notes.append(f"{how['mismatch']} run(s) have per-clip predictions that do not give their reported figure: "
+                     "not used (treated as runs without predictions).")
+    return out, notes, sorted(s for s in splits if s)
+
+
+def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accuracy: str = "top1",
+          stat: str = "ci", resamples: int = bootstrap.RESAMPLES) -> Report:
     """The report of one table from every run in the store (`store.load_runs`)."""
     import pandas as pd
 
+    if stat not in STATS:
+        raise VivitError(f"--stat {stat!r}: allowed values are {', '.join(STATS)}")
     runs = select_accuracy(all_runs[all_runs["table"] == spec.name], accuracy)
     unlabelled = int(runs["column"].isna().sum())
     if unlabelled and len(spec.columns) == 1:
@@ -207,12 +298,17 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
                 "failed": n_failed, "running": n_running,
                 "seeds": sorted(int(s) for s in done["seed"].dropna()), "errors": errors,
             })
-    cells = pd.DataFrame.from_records(cell_records, columns=["row", "column", "status", "mean", "std", "ci95", "n",
-                                                             "failed", "running", "seeds", "errors"])
+    seeds_planned = len({int(x) for x in runs["seed"].dropna()})
+    interval_notes, columns_stats, splits = [], {}, []
+    if stat == "ci":
+        columns_stats, interval_notes, splits = _with_intervals(spec, runs, rows, columns, cell_records, accuracy,
+                                                                resamples)
+    keys = ["row", "column", "status", "mean", "std", "ci95", "n", "failed", "running", "seeds", "errors"]
+    cells = pd.DataFrame.from_records(cell_records, columns=keys + (list(CI_KEYS) if stat == "ci" else []))
 
     paper_only = [r for p in spec.paper for r in p.values if r not in rows]
     display_rows = _ordered(rows, paper_only, spec.numeric_rows) if paper_only else rows
-    frame = _frame(spec, display_rows, columns, cells, runs)
+    frame = _frame(spec, display_rows, columns, cells, runs, FRAME_KEYS + (CI_KEYS if stat == "ci" else ()))
     done_runs = runs[runs["status"] == DONE]
     devices = sorted({str(d) for d in done_runs["device"] if d})
     notes = stats.notes(grids=spec.grids, table=spec.name) if stats else []
@@ -224,6 +320,7 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
     if odd_rows or odd_columns:
         names = ", ".join(repr(x) for x in odd_rows + odd_columns)
         notes.append(f"labels not among this table's rows/columns (check the grid's cell.json labels): {names}")
+    notes += interval_notes
     mixed = numerics_note(done_runs["numerics"].tolist())
     if mixed:
         notes.append(mixed)
@@ -231,11 +328,12 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
         notes.append(perf_note(devices, int(done_runs[list(tables.PERF_METRICS)].isna().all(axis=1).sum())))
     if spec.paper_note:
         notes.append(spec.paper_note)
-    return Report(spec=spec, rows=rows, display_rows=display_rows, columns=columns, cells=cells, frame=frame, runs=runs, devices=devices,
-                  notes=notes, accuracy=accuracy)
+    return Report(spec=spec, rows=rows, display_rows=display_rows, columns=columns, cells=cells, frame=frame,
+                  runs=runs, devices=devices, notes=notes, accuracy=accuracy, stat=stat, seeds_planned=seeds_planned,
+                  columns_stats=columns_stats, resamples=resamples, split=", ".join(splits) or None)
 
 
-def _frame(spec, rows, columns, cells, runs):
+def _frame(spec, rows, columns, cells, runs, keys=FRAME_KEYS):
     """One line per table row: per column mean/std/ci95/n/status, the metrics, then the paper's numbers."""
     import pandas as pd
 
@@ -245,10 +343,9 @@ def _frame(spec, rows, columns, cells, runs):
         rec = {"row": row}
         for column in columns:
             match = cells[(cells["row"] == row) & (cells["column"] == column)]
-            c = match.iloc[0] if len(match) else {"mean": math.nan, "std": math.nan, "ci95": math.nan, "n": 0,
-                                                  "failed": 0, "running": 0, "status": NOT_RUN}
-            for k in ("mean", "std", "ci95", "n", "failed", "running", "status"):
-                rec[f"{column}_{k}"] = c[k]
+            c = match.iloc[0] if len(match) else {"n": 0, "failed": 0, "running": 0, "status": NOT_RUN}
+            for k in keys:
+                rec[f"{column}_{k}"] = c.get(k, math.nan)
         for metric in spec.metrics:
             if spec.metrics_per_column:
                 for column in columns:
@@ -270,7 +367,7 @@ def _frame(spec, rows, columns, cells, runs):
 
 def completeness(spec: tables.TableSpec, all_runs) -> dict:
     """Cells done / total and runs by state, for `vivit report` with no table."""
-    rep = build(spec, all_runs)
+    rep = build(spec, all_runs, stat="std")  # counts only: no intervals to draw
     runs = rep.runs
     return {
         "table": spec.name, "title": spec.title, "paper_ref": spec.paper_ref, "cells_done": rep.cells_done, "cells_total": rep.cells_total,

@@ -18,7 +18,7 @@ from vivit_cli.report import tables
 # One row of `load_runs`'s DataFrame, in this column order.
 RUN_COLUMNS = ("grid", "run_id", "table", "cell", "row", "column", "seed", "status", "top1", "top5", "params",
                "gflops", "forward_ms_per_clip", "device", "numerics", "steps", "train_seconds", "error", "eval",
-               "mtime", "path", *tables.PERF_METRICS)
+               "mtime", "path", "predictions", "eval_videos", *tables.PERF_METRICS)
 
 DONE, FAILED, RUNNING = "done", "failed", "running"
 
@@ -112,8 +112,35 @@ def _run_record(grid: str, run_dir: Path, cell: dict) -> dict:
         "eval": evals if isinstance(evals, dict) else {},
         "mtime": mtime,
         "path": str(run_dir),
+        # The final eval's per-clip predictions (relative to the run folder) and its clip count: the report's
+        # intervals resample those clips. Runs trained before predictions were written have neither or only the count.
+        "predictions": summary.get("predictions") if isinstance(summary.get("predictions"), str) else None,
+        "eval_videos": int(summary["eval_videos"]) if _float(summary.get("eval_videos")) else None,
         **_perf_columns(summary),
     }
+
+
+def read_predictions(run_path: str, rel) -> dict | None:
+    """`predictions/<split>@<T>x<S>.npz` of a run: index, label, top5 (int arrays, index sorted and unique).
+
+    None when the run has none, or it is missing, half-written or malformed: the report then falls back to the
+    run's figure alone, as for a run trained before predictions were written."""
+    import io
+
+    import numpy as np
+
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in rel.split("/"):
+        return None
+    try:
+        with np.load(io.BytesIO((as_path(run_path) / rel).read_bytes()), allow_pickle=False) as npz:
+            index, label, top5 = (np.asarray(npz[k]) for k in ("index", "label", "top5"))
+    except Exception:  # noqa: BLE001 - missing, torn (BadZipFile, EOFError), or a key absent: all "not written"
+        return None
+    n = len(index)
+    ok = (index.ndim == 1 and label.shape == (n,) and top5.ndim == 2 and len(top5) == n and top5.shape[1] >= 1
+          and n > 0 and all(np.issubdtype(a.dtype, np.integer) for a in (index, label, top5))
+          and bool(np.all(np.diff(index) > 0)))
+    return {"index": index, "label": label, "top5": top5} if ok else None
 
 
 def _run_dirs(root: Path):

@@ -110,6 +110,10 @@ class TableSpec:
     row_header: str = "Row"
     plot: str = "bars"  # bars | flops (accuracy vs GFLOPs) | line (vs the row's number) | tubelet (rows in order)
     numeric_rows: bool = False  # rows sort by their number (L_t, tubelet length) when new ones are found
+    # The row every other row is compared with (paired difference with its interval), and its short name for the
+    # header. Tables without one still mark each column's best row and the rows not distinguishable from it.
+    reference: str | None = None
+    reference_short: str = ""
 
     @property
     def full_title(self) -> str:
@@ -137,6 +141,9 @@ _add(TableSpec(
     columns=(APPEARANCE,),
     column_labels=_TASK_LABELS,
     row_header="Input encoding",
+    # The paper's pick, used by every later experiment in the paper: each row says what the alternative gives up.
+    reference=TUBELET_CENTRAL,
+    reference_short="central frame",
     paper=(PaperColumn("Paper K400 top-1", "Kinetics 400, ViViT-B Model 1, 32 frames (Table 1)",
                        {UNIFORM_FRAME: 78.5, TUBELET_RANDOM: 73.2, TUBELET_INFLATION: 77.6, TUBELET_CENTRAL: 79.2}),),
 ))
@@ -153,6 +160,9 @@ _add(TableSpec(
     metric_source=APPEARANCE,
     row_header="Model",
     plot="flops",
+    # The unfactorised model, the paper's baseline in Table 2: each factorisation's cost or gain in accuracy.
+    reference=MODEL_1,
+    reference_short="Model 1",
     paper=(
         PaperColumn("Paper K400 top-1", "Kinetics 400, ViViT-B/16x2 (Table 2)",
                     {MODEL_1: 80.0, MODEL_2: 78.8, MODEL_3: 77.4, MODEL_4: 76.3, MODEL_2_AVE_POOL: 75.8}),
