@@ -24,12 +24,13 @@ def print_json(obj: Any) -> None:
 
 
 def console():
-    from rich.console import Console
+    """stdout: the terminal's width, or unwrapped when piped or redirected (`vivit status | cat`)."""
+    from vivit_cli import term
 
-    return Console()
+    return term.console()
 
 
 def err_console():
-    from rich.console import Console
+    from vivit_cli import term
 
-    return Console(stderr=True)
+    return term.console(stderr=True)

@@ -77,9 +77,10 @@ class Display:
     _last: dict = field(default_factory=dict)
 
     def __enter__(self):
-        from rich.console import Console
+        from vivit_cli import term
 
-        self.console = Console(stderr=True)
+        # Off a terminal (a log file, CI) one line per state change, never wrapped mid-figure.
+        self.console = term.console(stderr=True)
         if self.live:
             from rich.live import Live
 
