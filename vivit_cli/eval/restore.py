@@ -29,32 +29,6 @@ class Restored:
     step: int | None  # the training step of the weights, when they come from a run's checkpoint
 
 
-_quieted = False
-
-
-def _quiet_failed_restore() -> None:
-    """A damaged Orbax item fails its first read while others are in flight; their completions then land on
-    the closed event loop and print one traceback each ("Event loop is closed"), even while the restore is
-    still unwinding. Drop exactly those (installed before any restore), so that a damaged checkpoint is
-    the one-line error it should be."""
-    global _quieted
-    if _quieted:
-        return
-    import logging
-    import sys
-
-    previous = sys.unraisablehook
-
-    def hook(u):
-        if isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed":
-            return
-        previous(u)
-
-    sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(lambda r: "exception was never retrieved" not in r.getMessage())
-    _quieted = True
-
-
 class _DropWarnings:
     def filter(self, record) -> bool:
         import logging
@@ -68,7 +42,6 @@ def _load(path: Path):
 
     from vivit_cli.runtime import checkpoint
 
-    _quiet_failed_restore()
     absl_log = logging.getLogger("absl")
     # Orbax warns that a params-only item has no step metadata and how it found the sharding: both expected.
     quiet = _DropWarnings()

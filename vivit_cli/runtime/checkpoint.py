@@ -20,14 +20,11 @@ Weight files name each tensor by its "/"-joined path (`flatten` / `unflatten`).
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Any, Mapping
 
 from vivit_cli.errors import VivitError
 from vivit_cli.io import as_path, is_remote, rmtree
-
-log = logging.getLogger(__name__)
 
 ITEMS = ("params", "opt_state", "meta")
 
@@ -40,6 +37,34 @@ def _quiet_absl() -> None:
         absl_logging.set_verbosity(absl_logging.WARNING)
     except ImportError:  # pragma: no cover - absl comes with orbax
         pass
+
+
+_quieted = False
+
+
+def quiet_failed_restore() -> None:
+    """A damaged Orbax item fails its first read while others are in flight; their completions then land on
+    the closed event loop and print one traceback each ("Event loop is closed", dozens for one damaged step),
+    even after the restore has returned and the run has moved on to an older step. Drop exactly those
+    (installed before any restore, for the life of the process), so that a damaged checkpoint is the one
+    warning or error line it should be."""
+    global _quieted
+    if _quieted:
+        return
+    import logging
+    import sys
+
+    previous = sys.unraisablehook
+
+    def hook(u):
+        # Also what "Exception ignored in: <coroutine ...>" carries when the coroutine dies with the loop.
+        if isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed":
+            return
+        previous(u)
+
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(lambda r: "exception was never retrieved" not in r.getMessage())
+    _quieted = True
 
 
 class Checkpointer:
@@ -83,6 +108,7 @@ class Checkpointer:
         steps this run writes next.
         """
         ocp = self._ocp
+        quiet_failed_restore()
         bad: list[int] = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
@@ -96,8 +122,7 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any failure means "this step is unusable"
                 msg = f"checkpoint {self.directory / str(step)} is unreadable ({type(e).__name__}: " \
                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); falling back to the previous one"
-                warnings.warn(msg, stacklevel=2)
-                log.warning(msg)
+                warnings.warn(msg, stacklevel=2)  # the one line a user sees (and tests catch)
                 bad.append(step)
                 continue
             for b in bad:
@@ -167,6 +192,7 @@ def _restore_params(step_dir):
     import orbax.checkpoint as ocp
 
     _quiet_absl()
+    quiet_failed_restore()
     item = as_path(step_dir, absolute=True) / "params"  # orbax refuses relative paths
     with ocp.PyTreeCheckpointer() as ckptr:
         meta = ckptr.metadata(item)
