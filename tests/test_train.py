@@ -182,3 +182,25 @@ def test_wandb_online_without_a_key_is_a_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(VivitError, match="run.wandb=online"):
         WandbLogger(cfg, tmp_path, "abc")
     assert WandbLogger(config.build([]), tmp_path, "abc").run is None  # disabled: nothing imported or written
+
+
+def test_stopwatch_laps_pauses_and_training_time():
+    from vivit_cli.runtime.timing import Stopwatch
+
+    now = [100.0]
+    clock = Stopwatch(clips_per_step=8, seconds=5.0, now=lambda: now[0])  # 5 s carried over from a checkpoint
+    clock.start(step=10)
+    now[0] += 3.0  # the first step, which compiles: training time, but in no interval
+    assert clock.lap(11, timed=False) == 0.0
+    now[0] += 2.0  # 4 steps in 2 s
+    assert clock.lap(15) == 4 * 8 / 2.0
+    with clock.pause():  # an eval: neither training time nor a step's
+        now[0] += 7.0
+    with clock.pause(training=True):  # a checkpoint save: the run's time, but no step's
+        now[0] += 1.0
+    now[0] += 0.5  # 1 step in 0.5 s
+    assert clock.lap(16) == 8 / 0.5
+    assert clock.lap(16) == 0.0  # an empty lap
+    assert clock.intervals == [(4, 2.0), (1, 0.5)]
+    assert clock.train_seconds == 5.0 + 3.0 + 2.0 + 1.0 + 0.5
+

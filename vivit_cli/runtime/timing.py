@@ -1,12 +1,19 @@
 """Timing that means something on an asynchronous runtime: warm-up calls first (compilation, allocator and
 thread-pool start-up), then `repeats` samples, each the mean of `inner` back-to-back calls ended by a
-`block_until_ready`, and the median of the samples (robust to a neighbour stealing the CPU for a moment)."""
+`block_until_ready`, and the median of the samples (robust to a neighbour stealing the CPU for a moment).
+
+A training run is timed differently, by its own steps: a `Stopwatch` keeps its training time and the intervals
+of timed steps between two logs, and `StepTimes` is what the loop hands the perf-block builder
+(`bench.perf.train_perf`), so train/ never imports bench/.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def block(x: Any) -> Any:
@@ -84,3 +91,63 @@ def compile_timed(jitted, *args):
     finally:
         jax.monitoring.unregister_event_listener(listen)
     return compiled, seconds, "persistent cache" if hits else "compiled"
+
+
+class Stopwatch:
+    """A training run's clock, in laps between logs.
+
+    `train_seconds` is the run's training time: everything since `start()` but what runs inside `pause()` (an
+    eval), plus what a resumed run carried over. `intervals` are the (steps, seconds) of each lap: the steps'
+    own time, with the compiling first step (`lap(step, timed=False)`) and `pause(training=True)` (a checkpoint
+    save) left out, so they measure the step and not what happens between steps now and then.
+    `now` is the time function (tests pass a fake one).
+    """
+
+    def __init__(self, clips_per_step: int, seconds: float = 0.0, now: Callable[[], float] = time.time):
+        self.clips_per_step = clips_per_step
+        self.train_seconds = float(seconds)
+        self.intervals: list[tuple[int, float]] = []
+        self._now = now
+        self._mark = self._step = None
+
+    def start(self, step: int) -> None:
+        """Starts the clock after `step` completed steps."""
+        self._mark, self._step = self._now(), step
+
+    def lap(self, step: int, timed: bool = True) -> float:
+        """Ends the lap at `step` completed steps; its clips/s (0.0 for a lap of no timed step). timed=False: the
+        lap is training time but no interval (the first step, which compiles)."""
+        now = self._now()
+        steps, seconds = (step - self._step) if timed else 0, now - self._mark
+        self.train_seconds += seconds
+        if steps:
+            self.intervals.append((steps, seconds))
+        self._mark, self._step = now, step
+        return steps * self.clips_per_step / max(seconds, 1e-9) if steps else 0.0
+
+    @contextlib.contextmanager
+    def pause(self, training: bool = False) -> Iterator[None]:
+        """Time inside is in no lap; it is training time only if `training` (a checkpoint save, not an eval)."""
+        t = self._now()
+        try:
+            yield
+        finally:
+            seconds = self._now() - t
+            self._mark += seconds
+            if training:
+                self.train_seconds += seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTimes:
+    """What a training run measured of its train step: the perf block's inputs (`bench.perf.train_perf`).
+
+    intervals: (steps, seconds) of the timed steps (`Stopwatch.intervals`); compiled: the step's executable
+    (its XLA memory analysis); compile_seconds / compile_source: `compile_timed`'s. None where no step ran (a
+    run resumed at its last step)."""
+
+    intervals: tuple[tuple[int, float], ...]
+    batch_size: int
+    compiled: Any = None
+    compile_seconds: float | None = None
+    compile_source: str | None = None
