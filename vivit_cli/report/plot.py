@@ -1,5 +1,6 @@
 """The figure that fits each table: accuracy vs GFLOPs (model variants), accuracy vs a number (L_t, tubelet
-length), or grouped bars with error bars. Ours and the paper's in separate, labelled series."""
+length), or grouped bars with error bars. Ours and the paper's in separate, labelled series. The error bars are the
+report's: the 95% bootstrap interval (stat ci, asymmetric) or the std over seeds (stat std / ci95 as the table)."""
 
 from __future__ import annotations
 
@@ -24,15 +25,35 @@ def _figure(width: float, height: float):
     return fig
 
 
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _series(report: Report, column: str):
-    """(row, mean, std) of each row that has a result in this column; std 0 where one seed."""
+    """(row, mean, (below, above)) of each row that has a result in this column: the error bar's extent under and
+    over the mean (the interval's ends, or ± the spread over seeds); 0 where there is none (one seed, no clips)."""
     out = []
     for rec in report.frame.to_dict("records"):
         mean = rec.get(f"{column}_mean")
-        if mean is not None and not math.isnan(mean):
-            std = rec.get(f"{column}_std")
-            out.append((rec["row"], mean, 0.0 if std is None or math.isnan(std) else std))
+        if _nan(mean):
+            continue
+        if report.stat == "ci":
+            lo, hi = rec.get(f"{column}_lo"), rec.get(f"{column}_hi")
+            err = (0.0, 0.0) if _nan(lo) else (max(mean - lo, 0.0), max(hi - mean, 0.0))
+        else:
+            spread = rec.get(f"{column}_{report.stat}")
+            err = (0.0, 0.0) if _nan(spread) else (spread, spread)
+        out.append((rec["row"], mean, err))
     return out
+
+
+def _yerr(errors):
+    """matplotlib's asymmetric yerr: [[below...], [above...]]."""
+    return [[e[0] for e in errors], [e[1] for e in errors]]
+
+
+def _what(report: Report) -> str:
+    return {"ci": "mean, 95% CI", "std": "mean ± std over seeds", "ci95": "mean ± t 95% over seeds"}[report.stat]
 
 
 def _short(row: str) -> str:
@@ -53,13 +74,13 @@ def _plot_flops(report: Report, fig) -> None:
                if gflops.get(r) is not None and not math.isnan(gflops.get(r))]
         if not pts:
             continue
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt=_MARKERS[i % 7],
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=_yerr([p[2] for p in pts]), fmt=_MARKERS[i % 7],
                     capsize=3, label=report.spec.column_label(column))
         for x, y, _s, r in pts:
             ax.annotate(_short(r), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel("GFLOPs per clip (ours)")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title("Ours (mean ± std over seeds)")
+    ax.set_title(f"Ours ({_what(report)})")
     if ax.has_data():
         ax.legend(fontsize=8)
     else:
@@ -88,7 +109,7 @@ def _plot_line(report: Report, fig, categorical: bool = False) -> None:
     for i, column in enumerate(report.columns):
         pts = sorted((xs[r], m, s) for r, m, s in _series(report, column) if xs.get(r) is not None)
         if pts:
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=_yerr([p[2] for p in pts]),
                         marker=_MARKERS[i % 7], capsize=3, label=f"ours: {report.spec.column_label(column)}")
     for i, paper in enumerate(_paper_accuracy_columns(report)):
         pts = sorted((xs[r], v) for r, v in paper.values.items() if xs.get(r) is not None)
@@ -96,7 +117,7 @@ def _plot_line(report: Report, fig, categorical: bool = False) -> None:
                 label=paper.label)
     ticks = sorted({x for x in xs.values() if x is not None})
     labels = [next(r for r in rows if xs[r] == t).split("=")[-1] for t in ticks]
-    ax.set_title(report.spec.full_title, fontsize=9)
+    ax.set_title(f"{report.spec.full_title}; ours: {_what(report)}", fontsize=9)
     panels = [(ax, "top-1 (%)")]
     if flops:
         fx = axes[1]
@@ -126,13 +147,15 @@ def _plot_bars(report: Report, fig) -> None:
     recs = {r["row"]: r for r in report.frame.to_dict("records")}
     for i, column in enumerate(report.columns):
         offset = (i - (groups - 1) / 2) * width
+        errors = {row: err for row, _mean, err in _series(report, column)}
         for j, row in enumerate(rows):
             rec = recs[row]
-            mean, std, status = rec[f"{column}_mean"], rec[f"{column}_std"], rec[f"{column}_status"]
-            if math.isnan(mean):
+            mean, status = rec[f"{column}_mean"], rec[f"{column}_status"]
+            if _nan(mean):
                 ax.text(j + offset, 0, status, rotation=90, ha="center", va="bottom", fontsize=7, color="grey")
                 continue
-            ax.bar(j + offset, mean, width, yerr=None if math.isnan(std) else std, capsize=3, color=f"C{i}",
+            err = errors.get(row, (0.0, 0.0))
+            ax.bar(j + offset, mean, width, yerr=_yerr([err]) if any(err) else None, capsize=3, color=f"C{i}",
                    label=f"ours: {report.spec.column_label(column)}")
     for k, paper in enumerate(papers):
         offset = (len(report.columns) + k - (groups - 1) / 2) * width
@@ -142,7 +165,7 @@ def _plot_bars(report: Report, fig) -> None:
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(rows, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(report.spec.full_title, fontsize=10)
+    ax.set_title(f"{report.spec.full_title}; ours: {_what(report)}", fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     if unique:

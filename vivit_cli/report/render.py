@@ -391,5 +391,6 @@ def render(report: Report, fmt: str, spread: str | None = None) -> str:
     from rich.console import Console
 
     console = Console(file=io.StringIO(), width=max(120, rich_min_width(report, spread)), color_system=None)
-    console.print(to_rich(report, spread))
+    # crop=False: rich's column fitting can end wider than rich_min_width, and a cropped export loses columns.
+    console.print(to_rich(report, spread), crop=False)
     return console.file.getvalue()
