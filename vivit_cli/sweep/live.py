@@ -37,6 +37,7 @@ _STYLE = {"done": "green", "failed": "red", "running": "cyan", "partial": "yello
 def table(rows: list[Row], title: str = "", show_grid: bool = False):
     """The cells as a rich table; columns with nothing in them are left out, so it fits a terminal."""
     from rich.table import Table
+    from rich.text import Text
 
     cols = {
         "#": lambda i, r: str(i),
@@ -60,10 +61,8 @@ def table(rows: list[Row], title: str = "", show_grid: bool = False):
         t.add_column(name, no_wrap=name in ("#", "run id", "state", "seed", "step", "top1", "time"),
                      ratio=3 if name in ("cell", "note") else None, overflow="fold")
     for i, r in enumerate(rows):
-        values = [cells[n][i] for n in keep]
-        if "state" in keep:
-            j = keep.index("state")
-            values[j] = f"[{_STYLE.get(r.state, '')}]{values[j]}"
+        # Text, not markup: a note or cell with brackets prints as written, and a state without a style too.
+        values = [Text(cells[n][i], style=_STYLE.get(r.state, "") if n == "state" else "") for n in keep]
         t.add_row(*values)
     return t
 
