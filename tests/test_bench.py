@@ -77,7 +77,7 @@ def test_run_reports_every_key_with_consistent_values(variant):
     assert r["variant"] == variant and r["batch_size"] == 2 and r["tokens"] == 2 * 2 * 2
     assert r["train_clips_per_s"] > 0 and r["forward_ms_per_clip"] > 0 and r["compile_seconds"] > 0
     assert r["peak_memory_bytes"] > 0
-    assert r["train_loss_finite"] and r["train_state_layout"] == "per tensor"  # one device
+    assert r["train_loss_finite"]
     # The derived figures come from the measured ones.
     assert r["train_clips_per_s"] == pytest.approx(2 / (r["train_step_ms"] / 1e3))
     assert r["peak_flops"] == PEAKS["float32"] * r["device_count"]
@@ -148,7 +148,6 @@ def test_cli_splits_the_batch_over_cpu_devices(cli):
     # One process's devices share its cores: the peak is one process's, not twice it.
     assert r["peak_flops"] == pytest.approx(r["peak_flops_f32"])
     assert r["train_clips_per_s"] > 0 and r["forward_ms_per_clip"] > 0
-    assert r["train_state_layout"] == "flat"  # several CPU devices in one process (train/state.py)
     res = cli("bench", *sum((["--set", s] for s in TINY), []), "--batch-size", "3", "--cpu-devices", "2")
     assert res.returncode == 2 and "divisible" in res.stderr and "Traceback" not in res.stderr
 

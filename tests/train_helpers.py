@@ -95,11 +95,12 @@ def build(extra=(), preset=None):
 
 
 def run_synthetic(workdir, extra=()):
-    """In-process training on the synthetic task."""
+    """In-process training on the synthetic task, with summary.json's perf block as `vivit train` builds it."""
     from vivit_cli import train
+    from vivit_cli.bench.perf import train_perf
 
     cfg = build(extra)
-    return train.run(cfg, workdir, task=SyntheticTask(cfg))
+    return train.run(cfg, workdir, task=SyntheticTask(cfg), perf=train_perf)
 
 
 RUNNER = """

@@ -14,9 +14,9 @@ from typing import Any
 
 from vivit_cli.errors import VivitError
 from vivit_cli.runtime import cpu
+from vivit_cli.runtime.timing import compile_timed, time_calls, time_stateful
 
 from . import peak as peak_lib
-from vivit_cli.runtime.timing import compile_timed, time_calls, time_stateful
 
 TRAIN_FLOPS_PER_FORWARD = 3  # backward = 2x forward (grads w.r.t. activations and weights): the MFU convention
 
@@ -107,26 +107,23 @@ class Prepared:
     _train: Any = None
     _forward: Any = None
     _rng: Any = None
-    _layout: Any = None
+    _state: Any = None
 
-    def layout(self):
-        """The trainer's layout of the train state on this mesh (`train.state`), with its optimizer; built once,
-        so its compiled conversions are reused by every fresh state."""
-        from vivit_cli import models
+    def state(self):
+        """How the trainer builds its train state on this mesh (`train.state.build_state`): its optimizer and
+        shardings; built once, so its compiled init is reused by every fresh state."""
         from vivit_cli.train import state as state_lib
 
-        if self._layout is None:
-            self._layout = state_lib.layout_for(self.mesh, models.param_shapes(self.cfg, self.num_classes),
-                                                self.cfg.train)
-        return self._layout
+        if self._state is None:
+            self._state = state_lib.build_state(self.cfg, self.num_classes, self.mesh)
+        return self._state
 
     def train_state(self):
-        """A fresh train state (step 0, the params in the trainer's layout, a new optimizer state): the step
-        donates it."""
+        """A fresh train state (step 0, a copy of the params, a new optimizer state): the step donates it."""
         import jax
         import jax.numpy as jnp
 
-        return self.layout().init(jax.tree.map(jnp.copy, self.params), self.mesh)
+        return self.state().init(jax.tree.map(jnp.copy, self.params))
 
     def train_step(self):
         """`step(state) -> (state, metrics)`: the trainer's compiled step on this batch."""
@@ -138,10 +135,9 @@ class Prepared:
 
         if self._train is None:
             repl, bsh = mesh_lib.replicated(self.mesh), mesh_lib.batch_sharding(self.mesh)
-            layout = self.layout()
-            fn = step_lib.compile_train_step(self.cfg, self.model, layout.tx, layout.schedule, self.num_classes,
-                                             layout.shardings(self.mesh), {"video": bsh, "label": bsh}, repl,
-                                             model_params=layout.model_params)
+            ts = self.state()
+            fn = step_lib.compile_train_step(self.cfg, self.model, ts.tx, ts.schedule, self.num_classes, ts.shardings,
+                                             {"video": bsh, "label": bsh}, repl)
             self._rng = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(self.seed)), repl)
             self._train, self.compile_seconds, _ = compile_timed(fn, self.train_state(), self.data, self._rng)
         compiled, data, rng = cpu.one_launch_at_a_time(self._train), self.data, self._rng
@@ -266,7 +262,6 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
             "mfu": mfu(clips, TRAIN_FLOPS_PER_FORWARD * fwd_flops, peak_flops),
             "xla_train_flops_per_step": _xla_flops(p._train),
             "train_inner_steps": n_inner, "train_loss_finite": bool(np.isfinite(loss)),
-            "train_state_layout": "flat" if p.layout().flat else "per tensor",
         }, **memory(p._train, device))
     result["attention"] = attention_path(cfg)
     return result

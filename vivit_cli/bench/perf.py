@@ -10,15 +10,16 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from . import core
 from vivit_cli.runtime.timing import median_step_seconds
 
+from . import core
 
-def train_perf(cfg, num_classes: int, *, intervals, batch_size: int, compiled, compile_seconds: float | None,
-               compile_source: str | None) -> dict[str, Any]:
-    """`intervals`: (steps, seconds) the loop timed, the first (compiling) step and eval/checkpoint time left
-    out; `compiled`: the train step's executable (its XLA memory analysis). The device's matmul peak for the
-    run's precision is `peak.best_peak`'s: measured here, raised to the best kept for this machine that day."""
+
+def train_perf(cfg, num_classes: int, times) -> dict[str, Any]:
+    """`times`: the run's `runtime.timing.StepTimes` (the intervals of timed steps, the first compiling step and
+    eval/checkpoint time left out; the train step's executable, for its XLA memory analysis; its compile). The
+    device's matmul peak for the run's precision is `peak.best_peak`'s: measured here, raised to the best kept
+    for this machine that day. `train.run(..., perf=train_perf)` calls it after the final eval."""
     import jax
 
     from vivit_cli import runtime
@@ -29,23 +30,23 @@ def train_perf(cfg, num_classes: int, *, intervals, batch_size: int, compiled, c
     local = jax.local_devices()[0]
     flops = core.model_flops_per_clip(cfg, num_classes)
     train_flops = core.TRAIN_FLOPS_PER_FORWARD * flops
-    step_s = median_step_seconds(intervals)
-    clips = batch_size / step_s if step_s else None
+    step_s = median_step_seconds(times.intervals)
+    clips = times.batch_size / step_s if step_s else None
     out: dict[str, Any] = {
         "train_clips_per_s": clips, "train_step_ms": None if step_s is None else 1e3 * step_s,
-        "timed_steps": int(sum(n for n, _ in intervals)),
+        "timed_steps": int(sum(n for n, _ in times.intervals)),
         "data": "the run's input pipeline (median over its timed steps)",
         "model_flops_per_clip": flops, "train_flops_per_clip": train_flops,
         "achieved_flops": None if clips is None else clips * train_flops,
         "peak_flops": None, "peak_flops_dtype": core.peak_dtype(cfg), "peak_flops_source": None,
         "peak_flops_this_run": None, "mfu": None,
-        "compile_seconds": None if compile_seconds is None else round(compile_seconds, 3),
-        "compile_source": compile_source,
+        "compile_seconds": None if times.compile_seconds is None else round(times.compile_seconds, 3),
+        "compile_source": times.compile_source,
         "device": runtime.device_description(), "device_count": len(devices), "backend": jax.default_backend(),
         "jax": jax.__version__,
     }
     # Before the peak's matmuls: on a GPU the allocator's high-water mark would otherwise count them.
-    out.update(core.memory(compiled, local))  # compiled None (no step ran): the device's figure, if any
+    out.update(core.memory(times.compiled, local))  # compiled None (no step ran): the device's figure, if any
     if clips is None:  # no step timed (a run resumed at its last checkpoint): no MFU, so no peak to measure
         return out
     try:

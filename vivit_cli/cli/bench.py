@@ -72,8 +72,7 @@ def render_table(r: dict):
                  ("achieved", _fmt_flops(r["achieved_flops"])),
                  ("MFU", f"{r['mfu']:.3f} of {_fmt_flops(r['peak_flops'])} ({r['peak_flops_dtype']} matmul peak, "
                          "measured now)"),
-                 ("compile", f"{r['compile_seconds']:.1f} s"),
-                 ("train state", r.get("train_state_layout", "per tensor"))]
+                 ("compile", f"{r['compile_seconds']:.1f} s")]
     if r.get("forward_ms_per_clip") is not None:
         rows += [("forward / clip", f"{r['forward_ms_per_clip']:.2f} ms (batch {r['batch_size']})"),
                  ("forward MFU", f"{r['forward_mfu']:.3f}")]

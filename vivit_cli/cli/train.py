@@ -6,6 +6,8 @@ Exit codes: 0 done (or already done), 1 the run failed (the reason is in summary
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -43,14 +45,22 @@ def _finish(summary: dict, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    # Python shows a warning as where it was raised plus that source line; a user needs the message alone (e.g.
+    # the fallback from an unreadable checkpoint).
+    (file or sys.stderr).write(f"warning: {message}\n")
+
+
 def _go(fn, cfg, workdir: str, as_json: bool) -> None:
+    """Runs `fn(cfg, workdir, perf=...)`, the summary's perf block built by `bench.perf.train_perf`."""
+    from vivit_cli.bench.perf import train_perf
     from vivit_cli.train.loop import Preempted
 
     try:
-        summary = fn(cfg, workdir)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line
+            summary = fn(cfg, workdir, perf=train_perf)
     except Preempted as e:
-        import sys
-
         sys.stderr.write(f"{e}\n")
         raise typer.Exit(Preempted.exit_code) from None
     _finish(summary, as_json)

@@ -1,18 +1,18 @@
 """Training: `run(cfg, workdir) -> summary` and `pretrain_image(cfg, workdir)`.
 
-  loop.py        the train loop (read it top to bottom), resume order, preemption, image pretraining
+  loop.py        the train loop (read `_train` top to bottom), resume order, preemption, image pretraining
   step.py        the jitted train/eval steps (pure functions)
+  state.py       the train state {"step", "params", "opt_state"}: its optimizer, shardings and init
   losses.py      label smoothing, mixup, cross-entropy, top-k
   optim.py       optax SGD+momentum / AdamW, cosine schedule with linear warmup, clipping
-  mesh.py        Mesh over all devices ("data", "model"), shardings, per-process batch feeding
-  checkpoint.py  Orbax checkpoints with data-iterator + rng state; `load(path) -> (cfg, params)`
   init_from.py   `model.init_from`: image-ViT inflation or weight copy
   wandb_log.py   W&B (offline by default) and an offline-run reader
   logs.py        metrics.jsonl, progress display, `itstime`
-  runtime.py     jax.distributed / persistent compilation cache / env vars (VIVIT_COORDINATOR, ...)
   tasks.py       video clips vs still images behind one interface
 
-Nothing is imported from JAX at package import time.
+What train/ builds on lives in `vivit_cli.runtime` (process setup, the mesh and global batches, checkpoints,
+timing); summary.json's perf block is built by a function the caller passes (`vivit train` passes
+`bench.perf.train_perf`), so train/ never imports bench/. Nothing is imported from JAX at package import time.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ def run(cfg, workdir, **kwargs):
     return _run(cfg, workdir, **kwargs)
 
 
-def pretrain_image(cfg, workdir):
+def pretrain_image(cfg, workdir, **kwargs):
     from .loop import pretrain_image as _pretrain
 
-    return _pretrain(cfg, workdir)
+    return _pretrain(cfg, workdir, **kwargs)
 
 
 __all__ = ["run", "pretrain_image"]

@@ -42,11 +42,10 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(train_cfg, mask=None):
-    """(optax transformation, schedule) for `cfg.train`. `mask` (params -> tree of bools, which take weight
-    decay) replaces `decay_mask` for params held in another layout (`train.state`)."""
+def make_optimizer(train_cfg):
+    """(optax transformation, schedule) for `cfg.train`; weight decay only where `decay_mask` says."""
     t = train_cfg
-    mask = mask or decay_mask
+    mask = decay_mask
     schedule = cosine_with_warmup(t.lr, t.steps, t.warmup_steps)
     parts = []
     if t.grad_clip and t.grad_clip > 0:

@@ -18,10 +18,9 @@ from . import losses
 
 
 def train_step(state, batch, base_rng, *, model, tx, schedule, num_classes: int, label_smoothing: float,
-               mixup_alpha: float, model_params=None):
-    """One SGD step. state = {"step", "params", "opt_state"}; batch = {"video" [B,T,H,W,3], "label" [B]}.
-    `model_params` maps the state's params to the model's (`train.state.Layout.model_params`: flat vectors
-    -> per-tensor slices); the gradient then comes back in the state's own layout."""
+               mixup_alpha: float):
+    """One SGD step. state = {"step", "params", "opt_state"} (`train.state`); batch = {"video" [B,T,H,W,3],
+    "label" [B]}."""
     rng = jax.random.fold_in(base_rng, state["step"])
     mix_rng, drop_rng = jax.random.split(rng)
     video, labels = batch["video"], batch["label"]
@@ -30,8 +29,7 @@ def train_step(state, batch, base_rng, *, model, tx, schedule, num_classes: int,
         video, targets, _ = losses.mixup(mix_rng, video, targets, mixup_alpha)
 
     def loss_fn(params):
-        p = params if model_params is None else model_params(params)
-        logits = model.apply({"params": p}, video, train=True, rngs={"dropout": drop_rng})
+        logits = model.apply({"params": params}, video, train=True, rngs={"dropout": drop_rng})
         return losses.softmax_xent(logits, targets), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -50,7 +48,9 @@ def eval_step(params, batch, *, model):
     """Sums of top-1/top-5 hits over the real (mask=True) clips of one batch of multi-view clips.
 
     batch["video"] is [B, V, T, H, W, 3]: the raw logits of the V views are averaged before ranking, the
-    reference's multi-view inference and exactly what `vivit eval` does, so both report the same numbers.
+    reference's multi-view inference, as `vivit eval` does. The model runs at the training precision here
+    (the train-time eval), while `vivit eval` forces float32: for a float32 run both report the same numbers,
+    for a bfloat16 run they may differ by its rounding.
     """
     video = batch["video"]
     b, v = video.shape[:2]
@@ -64,10 +64,9 @@ def eval_step(params, batch, *, model):
     }
 
 
-def compile_train_step(cfg, model, tx, schedule, num_classes: int, state_shardings, batch_shardings, replicated,
-                       model_params=None):
+def compile_train_step(cfg, model, tx, schedule, num_classes: int, state_shardings, batch_shardings, replicated):
     fn = partial(train_step, model=model, tx=tx, schedule=schedule, num_classes=num_classes,
-                 label_smoothing=cfg.train.label_smoothing, mixup_alpha=cfg.train.mixup, model_params=model_params)
+                 label_smoothing=cfg.train.label_smoothing, mixup_alpha=cfg.train.mixup)
     return jax.jit(fn, in_shardings=(state_shardings, batch_shardings, replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
