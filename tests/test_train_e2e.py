@@ -277,6 +277,33 @@ def test_cli_trains_on_the_embedded_data_and_skips_a_finished_workdir(tmp_path):
     assert json.loads(r.stdout)["steps"] == 1
 
 
+def test_cli_resume_from_a_garbled_checkpoint_prints_one_warning_line(tmp_path):
+    """Orbax's and TensorStore's readers of a damaged step fail on a closed event loop, one traceback each,
+    after the restore has already fallen back: the terminal must show the one warning line instead."""
+    wd = tmp_path / "run"
+    args = [sys.executable, "-m", "vivit_cli.cli.app", "train", "--preset", "smoke", "--set",
+            "data.source=embedded:motion", "--set", "data.crop=16", "--set", "data.frames=4", "--set",
+            "model.tubelet=2x8x8", "--workdir", str(wd), "--json"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    straight = json.loads(r.stdout)
+    steps = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+    assert len(steps) >= 2  # an older step to fall back to
+    (wd / "summary.json").unlink()
+    rng = np.random.default_rng(0)
+    for f in sorted((wd / "checkpoints" / str(steps[-1])).rglob("*")):
+        if f.is_file() and f.parent.name == "d" and f.stat().st_size > 0:  # the arrays' data: garbage
+            f.write_bytes(rng.bytes(f.stat().st_size))
+    r = subprocess.run(args, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    fallback = [line for line in out.splitlines() if "unreadable" in line or "falling back" in line]
+    assert len(fallback) == 1 and fallback[0].startswith("warning: "), out[-3000:]
+    assert "Traceback" not in out and "Exception ignored" not in out and "Event loop is closed" not in out, out[-3000:]
+    resumed = json.loads(r.stdout)
+    assert resumed["status"] == "done" and resumed["top1"] == straight["top1"]
+
+
 def test_pretrain_image_then_init_a_video_model_from_it(tmp_path):
     from vivit_cli import config, models
     from vivit_cli.runtime import checkpoint
