@@ -1,10 +1,15 @@
 """The train state's layout, measured: per tensor vs flat vs optax.flatten, interleaved in one process.
 
-    .venv/bin/python benchmarks/bench_layout.py [--rounds 5] [--devices 1,2]
+The flat layout (params and optimizer moments as two vectors where several CPU devices share a process) was
+removed on 2026-12-01 on these figures (benchmarks/RESULTS.md, "One train-state layout"). This script is the
+record of that measurement and runs against the last commit that had the flat layout:
+
+    git worktree add /tmp/flat 5b40544 && cp benchmarks/bench_layout.py /tmp/flat/benchmarks/
+    cd /tmp/flat && PYTHONPATH=/tmp/flat /path/to/.venv/bin/python benchmarks/bench_layout.py [--rounds 40]
 
 For each CPU device count (a child process each: the count is fixed when JAX's backend starts), and for the
-default preset and vs_pytorch.py's tiny config (16x32x32, batch 8, AdamW), it times the trainer's compiled step under each layout,
-round by round in turn, so a neighbour's load falls on every layout alike. Prints ms per step, median of rounds.
+default preset and vs_pytorch.py's tiny config (16x32x32, batch 8, AdamW), it times the trainer's compiled step
+under each layout, back to back within each round, and prints the median of the per-round speed-ups.
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ def child(rounds: int, configs: list[str]) -> dict:
     import numpy as np
     import optax
 
-    from vivit_cli import config, models, runtime
-    from vivit_cli.runtime import cpu, mesh as mesh_lib, timing
-    from vivit_cli.train import optim, state as state_lib, step as step_lib
+    from vivit_cli import config, models
+    from vivit_cli.bench import timing
+    from vivit_cli.train import mesh as mesh_lib, optim, runtime, state as state_lib, step as step_lib
 
     runtime.setup()
 
@@ -61,7 +66,7 @@ def child(rounds: int, configs: list[str]) -> dict:
             fn = step_lib.compile_train_step(cfg, model, tx, layout.schedule, nc, repl, {"video": bsh, "label": bsh},
                                              repl, model_params=layout.model_params)
             st = init(jax.tree.map(jnp.asarray, held))
-            run = cpu.one_launch_at_a_time(fn)
+            run = mesh_lib.one_launch_at_a_time(fn)
             steps[layout_name] = (lambda s, run=run: run(s, data, key), st)
         # Each round times every layout back to back (a sample of 5 steps each, ~0.2-0.8 s), so a load that
         # changes slower than a round falls on all of them alike; the per-round ratio is the figure.
@@ -80,9 +85,12 @@ def child(rounds: int, configs: list[str]) -> dict:
 
 def main() -> None:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from vivit_cli.runtime.cpu import apply_xla_defaults
+    import vivit_cli  # noqa: F401 - at that commit, importing the package applies the XLA CPU flags
+    from vivit_cli.train import state
 
-    apply_xla_defaults()  # the children inherit the CLI's XLA flags
+    if not hasattr(state, "Layout"):
+        sys.exit("this measures the flat train-state layout, which this checkout no longer has: run it at commit "
+                 "5b40544 (see the docstring)")
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--configs", default=",".join(CONFIGS))
