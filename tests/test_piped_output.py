@@ -42,15 +42,18 @@ def test_status_list_and_report_are_not_wrapped_when_piped(store):
     status = vivit("status", "--results", str(store)).stdout
     # Each run on one line with its cell, state and the whole note: the 80-column wrap cut these into fragments.
     line = line_with(status, "m1a-s1")
-    assert re.search(r"Model 1: Spatio-temporal\s*│ appearance\s*│ 1\s*│ m1a-s1\s*│ done\s*│ 0\.600", line), line
+    cells = r"Model 1: Spatio-temporal\s*│ appearance\s*│ 1\s*│ m1a-s1\s*│ done\s*│ 0\.600"
+    assert re.search(cells, line), line
     assert "older model code (numerics before 3, now 3)" in line and len(line) > 80
 
     listing = vivit("sweep", "--list").stdout
     line = line_with(listing, "│ model-variants ")
-    assert "Model variants (paper Table 2): models 1-4 and the model-2 average-pool baseline, on both tasks." in line
+    what = "Model variants (paper Table 2): models 1-4 and the model-2 average-pool baseline, on both tasks."
+    assert what in line
 
     overview = vivit("report", "--results", str(store)).stdout
-    assert re.search(r"model-variants\s*│\s*4/10\s*│.*│ Model variants\s*│ Table 2", line_with(overview, "4/10"))
+    line = line_with(overview, "4/10")
+    assert re.search(r"model-variants\s*│\s*4/10\s*│.*│ Model variants\s*│ Table 2", line), line
 
     table = vivit("report", "-t", "model-variants", "--results", str(store)).stdout
     rows = [x for x in table.splitlines() if x.startswith("│")]

@@ -51,7 +51,7 @@ def add_run(root: Path, row: str, seed: int, correct: np.ndarray | None = None, 
         summary |= {"predictions": "predictions/val@1x1.npz", "eval_split": "val", "eval_videos": len(correct)}
     elif eval_videos is not None:
         summary |= {"eval_videos": eval_videos}
-    d = write_run(root, grid, f"{row[:7].replace(' ', '').replace(':', '')}{column[0]}-s{seed}", row=row,
+    d = write_run(root, grid, f"{''.join(ch for ch in row if ch.isalnum())}-{column}-s{seed}", row=row,
                   column=column, seed=seed, summary=summary)
     if correct is not None:
         write_predictions(d, correct)
@@ -340,7 +340,7 @@ def test_plot_draws_the_intervals(two_rows, tmp_path, capsys):
     from vivit_cli.report import plot as plot_mod
 
     rep = report("model-variants", two_rows)
-    series = dict((r, (m, e)) for r, m, e in plot_mod._series(rep, APPEARANCE))
+    series = {r: (m, e) for r, m, e in plot_mod._series(rep, APPEARANCE)}
     c = cell(rep, MODEL_1)
     assert series[MODEL_1][1] == (pytest.approx(c["mean"] - c["lo"]), pytest.approx(c["hi"] - c["mean"]))
     for name, stat in (("model-variants", "ci"), ("model-variants", "std")):
@@ -349,3 +349,23 @@ def test_plot_draws_the_intervals(two_rows, tmp_path, capsys):
                      "--plot", str(png)]) == 0
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
+
+
+def test_intervals_import_neither_jax_nor_scipy(tmp_path):
+    """The bootstrap is numpy: `import scipy.stats` alone takes about a second, and the report must answer fast."""
+    import subprocess
+    import sys
+
+    for seed in range(3):
+        add_run(tmp_path, MODEL_1, seed, hits(2000, 0.6, seed))
+        add_run(tmp_path, MODEL_2, seed, hits(2000, 0.5, 5 + seed))
+    root = Path(__file__).resolve().parents[1]
+    code = ("import json, sys; from vivit_cli.cli.app import main; "
+            f"rc = main(['report', '--results', {str(tmp_path)!r}, '-t', 'model-variants', '-f', 'json']); "
+            "heavy = [m for m in ('jax', 'scipy', 'matplotlib', 'tensorflow') if m in sys.modules]; "
+            "sys.stderr.write(json.dumps([rc, heavy]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60)
+    rc, heavy = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert rc == 0 and heavy == [], proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["rows"][0]["cells"]["appearance"]["method"] == "clips+seeds" and data["clips"] == [2000]

@@ -230,19 +230,16 @@ def _split_of(run, accuracy: str) -> str | None:
 
 def _with_intervals(spec, runs, rows, columns, records, accuracy, resamples) -> tuple[dict, list[str], list[str]]:
     """Adds the CI_KEYS to each cell record; returns the columns' bootstrap.Column, notes, and the splits seen."""
-    done = runs[runs["status"] == DONE]
-    out, how, splits = {}, {"paired": 0, "none": 0, "mismatch": 0}, set()
+    done = runs[runs["status"] == DONE].sort_values("seed", kind="stable")
+    by_cell, how, splits = {}, {"paired": 0, "none": 0, "mismatch": 0}, set()
+    for run in done.to_dict("records"):  # one pass: pandas selections per cell cost more than the bootstrap
+        ev, kind = evaluation(run, accuracy)
+        how[kind] += 1
+        splits.add(_split_of(run, accuracy))
+        by_cell.setdefault((run["row"], run["column"]), []).append(ev)
+    out = {}
     for column in columns:
-        per_row = {}
-        for row in rows:
-            sel = done[(done["row"] == row) & (done["column"] == column)].sort_values("seed", kind="stable")
-            evals = []
-            for _, run in sel.iterrows():
-                ev, kind = evaluation(run, accuracy)
-                how[kind] += 1
-                evals.append(ev)
-                splits.add(_split_of(run, accuracy))
-            per_row[row] = evals
+        per_row = {row: by_cell.get((row, column), []) for row in rows}
         out[column] = bootstrap.column(per_row, key=f"{spec.name}/{column}/{accuracy}", reference=spec.reference,
                                        resamples=resamples)
     for rec in records:
@@ -283,20 +280,23 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
     rows = _ordered(spec.rows, runs["row"].tolist(), spec.numeric_rows)
     columns = _ordered(spec.columns, runs["column"].dropna().tolist(), False)
 
+    by_cell = {}  # one pass over the runs: a pandas selection per cell cost more than the rest of the report
+    for run in runs[["row", "column", "status", "acc", "seed", "error"]].to_dict("records"):
+        by_cell.setdefault((run["row"], run["column"]), []).append(run)
     cell_records = []
     for row in rows:
         for column in columns:
-            sel = runs[(runs["row"] == row) & (runs["column"] == column)]
-            done = sel[sel["status"] == DONE]
-            n_failed = int((sel["status"] == FAILED).sum())
-            n_running = int((sel["status"] == RUNNING).sum())
-            st = seed_stats(done["acc"].tolist())
-            errors = sorted({e for e in sel.loc[sel["status"] == FAILED, "error"] if e})
+            sel = by_cell.get((row, column), [])
+            done = [r for r in sel if r["status"] == DONE]
+            n_failed = sum(r["status"] == FAILED for r in sel)
+            n_running = sum(r["status"] == RUNNING for r in sel)
+            st = seed_stats([r["acc"] for r in done])
+            errors = sorted({r["error"] for r in sel if r["status"] == FAILED and r["error"]})
             cell_records.append({
                 "row": row, "column": column, "status": cell_state(st["n"], n_failed, n_running),
                 "mean": st["mean"], "std": st["std"], "ci95": st["ci95"], "n": st["n"],
                 "failed": n_failed, "running": n_running,
-                "seeds": sorted(int(s) for s in done["seed"].dropna()), "errors": errors,
+                "seeds": sorted(int(r["seed"]) for r in done if not _isnan(r["seed"])), "errors": errors,
             })
     seeds_planned = len({int(x) for x in runs["seed"].dropna()})
     interval_notes, columns_stats, splits = [], {}, []
@@ -338,12 +338,13 @@ def _frame(spec, rows, columns, cells, runs, keys=FRAME_KEYS):
     import pandas as pd
 
     done = runs[runs["status"] == DONE]
+    by_cell = {(c["row"], c["column"]): c for c in cells.to_dict("records")}  # not a pandas selection per cell
+    not_run = {"n": 0, "failed": 0, "running": 0, "status": NOT_RUN}
     records = []
     for row in rows:
         rec = {"row": row}
         for column in columns:
-            match = cells[(cells["row"] == row) & (cells["column"] == column)]
-            c = match.iloc[0] if len(match) else {"n": 0, "failed": 0, "running": 0, "status": NOT_RUN}
+            c = by_cell.get((row, column), not_run)
             for k in keys:
                 rec[f"{column}_{k}"] = c.get(k, math.nan)
         for metric in spec.metrics:
