@@ -349,9 +349,10 @@ def test_attention_is_chosen_when_the_model_is_built(monkeypatch):
 
 def test_every_config_variant_is_registered():
     from vivit_cli.config.schema import VARIANTS
+    from vivit_cli.models.flops import ENCODER_GMACS
     from vivit_cli.models.vivit import VARIANTS as REGISTERED
 
-    assert set(REGISTERED) == set(VARIANTS)
+    assert set(REGISTERED) == set(VARIANTS) == set(ENCODER_GMACS)
 
 
 def test_cpu_bfloat16_mode_is_bf16_matmuls_with_f32_activations():

@@ -31,24 +31,38 @@ def _encoder(layers: int, seqs: int, n: int, d: int, mlp: int, readout: bool) ->
     return layers * _layer(seqs, n, d, mlp)
 
 
+# Token mixing per variant, by name as `vivit.VARIANTS` (pure Python: `describe` and the report import no JAX).
+# Each takes (cfg, grid (nt, s), token (0 or 1), readout) and returns the encoder's multiply-adds.
+def _spatio_temporal(m, nt, s, token, readout):
+    return _encoder(m.layers, 1, nt * s + token, m.hidden, m.mlp, readout)
+
+
+def _factorised_encoder(m, nt, s, token, readout):
+    return (_encoder(m.layers, nt, s + token, m.hidden, m.mlp, readout)
+            + _encoder(m.temporal_layers, 1, nt + token, m.hidden, m.mlp, readout))
+
+
+def _factorised_self_attention(m, nt, s, token, readout):
+    d, n = m.hidden, nt * s
+    attention = 4 * n * d * d  # each of the two attentions has its own q/k/v/out
+    return m.layers * (2 * attention + 2 * n * d * m.mlp + 2 * s * nt * nt * d + 2 * nt * s * s * d)
+
+
+def _factorised_dot_product(m, nt, s, token, readout):
+    d, n = m.hidden, nt * s
+    # Same projections as model 1; half the heads see nt keys, half see s keys.
+    return m.layers * (4 * n * d * d + 2 * n * d * m.mlp + n * nt * d + n * s * d)
+
+
+ENCODER_GMACS = {"spatio_temporal": _spatio_temporal, "factorised_encoder": _factorised_encoder,
+                 "factorised_self_attention": _factorised_self_attention,
+                 "factorised_dot_product": _factorised_dot_product}
+
+
 def gmacs(cfg: Config, num_classes: int, executed: bool = False) -> float:
     m = cfg.model
-    d, mlp, layers = m.hidden, m.mlp, m.layers
     nt, nh, nw = token_grid(cfg)
-    s, n = nh * nw, nt * nh * nw
     ft, fh, fw = parse_tubelet(m.tubelet)
     token = 1 if m.classifier == "token" else 0
-    readout = executed and bool(token)
-    total = n * ft * fh * fw * 3 * d + d * num_classes
-    if m.variant == "spatio_temporal":
-        total += _encoder(layers, 1, n + token, d, mlp, readout)
-    elif m.variant == "factorised_encoder":
-        total += _encoder(layers, nt, s + token, d, mlp, readout)
-        total += _encoder(m.temporal_layers, 1, nt + token, d, mlp, readout)
-    elif m.variant == "factorised_self_attention":
-        attention = 4 * n * d * d  # each of the two attentions has its own q/k/v/out
-        total += layers * (2 * attention + 2 * n * d * mlp + 2 * s * nt * nt * d + 2 * nt * s * s * d)
-    elif m.variant == "factorised_dot_product":
-        # Same projections as model 1; half the heads see nt keys, half see s keys.
-        total += layers * (4 * n * d * d + 2 * n * d * mlp + n * nt * d + n * s * d)
-    return total / 1e9
+    embedding_and_head = nt * nh * nw * ft * fh * fw * 3 * m.hidden + m.hidden * num_classes
+    return (embedding_and_head + ENCODER_GMACS[m.variant](m, nt, nh * nw, token, executed and bool(token))) / 1e9
