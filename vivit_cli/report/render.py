@@ -184,6 +184,8 @@ def footnotes(report: Report, spread: str | None = None) -> list[str]:
         if lone & {bootstrap.SEEDS, bootstrap.NONE}:
             notes.append("Cells whose runs record neither predictions nor a clip count: the interval covers seeds "
                          "only, and with one seed the cell is the bare mean.")
+        if lone & {bootstrap.CLIPS, bootstrap.CLIPS_AND_SEEDS}:
+            source += " and their per-clip predictions (predictions/*.npz)"
         notes[0] = notes[0][:-1] + f"; {source}."
     else:
         what = "sample std" if spread == "std" else "95% t-interval half width"
