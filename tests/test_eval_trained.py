@@ -50,23 +50,43 @@ def _snapshot(folder: Path) -> dict:
                 str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_dir())}
 
 
+def _npz(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def test_1x1_eval_agrees_with_the_trainers_final_eval(run_dir, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
-    rc, out, err = _main(capsys, "eval", run_dir, "--json")  # defaults: the config's val split, 1x1 views
+    split, key = summary["eval_split"], f"{summary['eval_split']}@1x1"
+    rc, out, err = _main(capsys, "eval", run_dir, "--json")  # defaults: the config's eval split, 1x1 views
     assert rc == 0, err
     res = json.loads(out)
-    assert res["key"] == "val@1x1" and res["step"] == 4 and res["videos"] == 500
+    assert res["key"] == key and res["step"] == 4 and res["videos"] == summary["eval_videos"]
     assert res["top1"] == pytest.approx(summary["top1"], abs=1e-9)
     assert res["top5"] == pytest.approx(summary["top5"], abs=1e-9)
-    assert json.loads((run_dir / "eval.json").read_text())["val@1x1"]["top1"] == res["top1"]
-    # the rich table form, from the step folder, with a plot
-    rc, out, err = _main(capsys, "eval", run_dir / "checkpoints" / "2", "--split", "test", "--plot",
+    entry = json.loads((run_dir / "eval.json").read_text())[key]
+    assert entry["top1"] == res["top1"]
+    # The per-clip predictions beside eval.json: every clip once, exactly the entry's figures; the trainer's
+    # own (summary.json's) are a file of their own, on the same clips.
+    assert entry["predictions"] == f"predictions/eval/{key}.npz" and summary["predictions"] == f"predictions/{key}.npz"
+    mine, trainers = _npz(run_dir / entry["predictions"]), _npz(run_dir / summary["predictions"])
+    n = res["videos"]
+    assert np.array_equal(mine["index"], np.arange(n)) and mine["top5"].shape == (n, 5)
+    assert all(a.dtype == np.int32 for a in mine.values())
+    assert (mine["top5"][:, 0] == mine["label"]).mean() == pytest.approx(entry["top1"], abs=1e-6)
+    assert (mine["top5"] == mine["label"][:, None]).any(axis=1).mean() == pytest.approx(entry["top5"], abs=1e-6)
+    assert np.array_equal(mine["index"], trainers["index"]) and np.array_equal(mine["label"], trainers["label"])
+    # the rich table form, from the step folder, with a plot: another split, its own predictions file
+    other = "val" if split == "test" else "test"
+    rc, out, err = _main(capsys, "eval", run_dir / "checkpoints" / "2", "--split", other, "--plot",
                          run_dir.parent / "cm.png")
     assert rc == 0, err
-    assert "top-1" in out and "test@1x1" in out
+    assert "top-1" in out and f"{other}@1x1" in out
     assert (run_dir.parent / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     evals = json.loads((run_dir / "eval.json").read_text())
-    assert evals["test@1x1"]["step"] == 2 and "val@1x1" in evals
+    assert evals[f"{other}@1x1"]["step"] == 2 and key in evals
+    assert (run_dir / evals[f"{other}@1x1"]["predictions"]).is_file()
+    assert _npz(run_dir / summary["predictions"])["top5"].tolist() == trainers["top5"].tolist()  # untouched
 
 
 def _views_by_hand(videos: np.ndarray, span: int, n_t: int, crop: int, n_s: int) -> np.ndarray:

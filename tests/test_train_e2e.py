@@ -38,6 +38,21 @@ def _assert_trees_close(a, b, atol=1e-5):
     assert worst <= atol, worst
 
 
+def _check_predictions(workdir, clips: int = 40):
+    """The final eval's per-clip predictions: every clip once, sorted, and exactly the summary's top-1/top-5."""
+    s = read_json(workdir / "summary.json")
+    assert s["predictions"] == f"predictions/{s['eval_split']}@{s['eval_views']}.npz"
+    assert [p.name for p in (workdir / "predictions").iterdir()] == [s["predictions"].split("/")[1]]  # no temp file
+    with np.load(workdir / s["predictions"], allow_pickle=False) as z:
+        p = {k: z[k] for k in z.files}
+    assert sorted(p) == ["index", "label", "top5"] and all(a.dtype == np.int32 for a in p.values())
+    assert np.array_equal(p["index"], np.arange(clips)) and p["top5"].shape == (clips, 4)  # k = the 4 classes
+    assert np.array_equal(p["label"], h.synthetic_clips(clips, 4, 16, 1)[1])
+    assert (p["top5"][:, 0] == p["label"]).mean() == s["top1"]
+    assert (p["top5"] == p["label"][:, None]).any(axis=1).mean() == s["top5"]
+    return p
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """One uninterrupted run that several tests compare against."""
@@ -63,6 +78,7 @@ def test_run_leaves_config_metrics_checkpoints_and_summary(reference):
     assert all({"loss", "lr", "clips_per_s"} <= set(r) for r in train_rows)
     assert "top1" in rows[-1]
     assert sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit()) == [4, 8]
+    _check_predictions(wd)
 
 
 def test_summary_records_the_runs_perf(reference):
@@ -193,6 +209,7 @@ def test_same_loss_curve_on_1_device_8_devices_and_2_processes_x_2_devices(refer
     assert "1x8 cpu" in r8.stderr and "param tensors split over a model axis of 2" in r8.stderr
     assert "/0 param tensors" not in r8.stderr
     assert np.allclose(h.losses(tmp_path / "d8"), one, atol=1e-5)
+    _check_predictions(tmp_path / "d8")  # 8 data shards: every clip once, padding rows dropped
     h.run_synthetic(tmp_path / "plain", wide)
     assert np.allclose(h.losses(tmp_path / "fsdp"), h.losses(tmp_path / "plain"), atol=1e-5)
 
@@ -211,6 +228,7 @@ def test_same_loss_curve_on_1_device_8_devices_and_2_processes_x_2_devices(refer
         assert p.returncode == 0, err[-2000:]
     assert "2x2 cpu" in outs[0][1]
     assert np.allclose(h.losses(tmp_path / "mp"), one, atol=1e-5)
+    _check_predictions(tmp_path / "mp")  # both processes' rows, written once by process 0
     meta = json.loads((tmp_path / "mp" / "checkpoints" / "8" / "meta" / "metadata").read_text())
     assert len(meta["data_states"]) == 2  # each process's iterator position is in the checkpoint
     _assert_trees_close(_params(tmp_path / "mp"), _params(reference[0]), atol=1e-4)

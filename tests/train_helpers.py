@@ -45,8 +45,11 @@ class SyntheticTask:
 
         self._ArrayIterator = ArrayIterator
         self.num_classes = 4
-        self.splits = {"train": synthetic_clips(n_train, cfg.data.frames, cfg.data.crop, 0),
-                       "val": synthetic_clips(n_eval, cfg.data.frames, cfg.data.crop, 1)}
+        held_out = synthetic_clips(n_eval, cfg.data.frames, cfg.data.crop, 1)
+        # "test" as well as "val": whichever split the config evaluates on (data.eval_split's default moved
+        # from val to test on 2026-12-01) is the same held-out clips.
+        self.splits = {"train": synthetic_clips(n_train, cfg.data.frames, cfg.data.crop, 0), "val": held_out,
+                       "test": held_out}
 
     def train_iterator(self, cfg, *, batch_size, shard_index, shard_count, seed):
         video, labels = self.splits["train"]

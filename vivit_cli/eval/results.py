@@ -4,6 +4,12 @@ eval.json maps "<split>@<T>x<S>" to one evaluation, so evaluations of several sp
 coexist; an evaluation on other data than the run's own (`--data`) gets "+<hash of the source>"
 appended to its key, so it cannot overwrite the entry that reports read for the run's own data.
 Nothing here runs unless the evaluation succeeded, and every file is replaced atomically.
+
+Every evaluation also leaves its per-clip predictions beside eval.json / summary.json, named by their
+`"predictions"` key (the trainer's final eval: `predictions/<key>.npz`; `vivit eval`:
+`predictions/eval/<key>.npz`): `index` int32 [N] (the clip's index in the split, unique, ascending), `label`
+int32 [N] and `top5` int32 [N, k] (the k = min(5, classes) best classes, best first), so that reports compare
+runs clip by clip (`report.store.read_predictions` reads exactly this).
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from vivit_cli.errors import VivitError
-from vivit_cli.io import atomic_write_bytes, atomic_write_json, is_remote, read_json, write_json
+from vivit_cli.io import as_path, atomic_write_bytes, atomic_write_json, is_remote, read_json, write_json
 
 EVAL_FILE = "eval.json"
+PREDICTIONS_DIR = "predictions"
 
 
 def eval_key(split: str, views: tuple[int, int], source: str | None = None, own_source: str | None = None) -> str:
@@ -79,6 +86,47 @@ def save_logits(path: str | Path, result) -> None:
             arrays["view_logits"] = result.view_logits.astype(np.float32)
         data = _npy_bytes(lambda f: np.savez(f, **arrays))
     atomic_write_bytes(path, data)
+
+
+def predictions_arrays(index, label, top5) -> dict[str, np.ndarray]:
+    """The predictions file's arrays, sorted by clip index; two rows of one clip would mean two processes read
+    the same shard."""
+    index, label, top5 = np.asarray(index, np.int32), np.asarray(label, np.int32), np.asarray(top5, np.int32)
+    order = np.argsort(index, kind="stable")
+    index, label, top5 = index[order], label[order], top5[order].reshape(len(order), -1)
+    if len(np.unique(index)) != len(index):
+        raise RuntimeError(f"evaluation saw {len(index) - len(np.unique(index))} clips twice")
+    return {"index": index, "label": label, "top5": top5}
+
+
+def predictions_path(key: str, *, by_eval: bool = False) -> str:
+    """Where the predictions of eval key `key` live, relative to the run folder: summary.json's and the eval.json
+    entry's `"predictions"` value. The trainer's final eval writes `predictions/<key>.npz`; `vivit eval` writes
+    `predictions/eval/<key>.npz`, so that evaluating another step (or in float32 a bfloat16 run) under the same key
+    never replaces the file that summary.json's figures come from."""
+    return f"{PREDICTIONS_DIR}/{'eval/' if by_eval else ''}{key}.npz"
+
+
+def write_predictions(home, key: str, *, index, label, top5, by_eval: bool = False) -> str:
+    """Writes the predictions of eval key `key` under `home` (`predictions_path`; whole or not at all; `home` may
+    be a gs:// URL) and returns their path relative to `home`."""
+    rel = predictions_path(key, by_eval=by_eval)
+    arrays = predictions_arrays(index, label, top5)
+    data = _npy_bytes(lambda f: np.savez(f, **arrays))
+    path = as_path(home) / rel
+    if is_remote(path):  # one object write is atomic by itself
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    else:
+        atomic_write_bytes(path, data)
+    return rel
+
+
+def top_classes(logits: np.ndarray, k: int = 5) -> np.ndarray:
+    """int32 [N, min(k, C)]: the best classes of per-video logits, best first, ties towards the lower class (the
+    order `metrics.topk_hits` ranks by, so the file gives exactly eval.json's top-1/top-5)."""
+    logits = np.asarray(logits)
+    return np.argsort(-logits, axis=-1, kind="stable")[:, :min(k, logits.shape[-1])].astype(np.int32)
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from vivit_cli import runtime
 from vivit_cli.errors import VivitError
+from vivit_cli.eval.results import write_predictions
 from vivit_cli.io import as_path, read_json, write_json, write_text
 from vivit_cli.runtime.checkpoint import Checkpointer, has_checkpoints
 from vivit_cli.runtime.timing import StepTimes, Stopwatch
@@ -164,11 +165,12 @@ def _train(cfg, workdir, task, run_id: str, perf) -> dict[str, Any]:
         ckpt.wait()
 
         # ---- Final evaluation and summary ------------------------------------------------------------
-        s = final_summary(cfg, run_id, task, c, state["params"], clock, compiled, last_loss, perf)
+        s, predictions = final_summary(cfg, run_id, task, c, state["params"], clock, compiled, last_loss, perf)
         metrics_log.write({"step": total, "top1": s["top1"], "top5": s["top5"], "split": cfg.data.eval_split})
         wandb.log({"eval/top1": s["top1"], "eval/top5": s["top5"]}, total)
         wandb.finish(s)
         if main:
+            write_predictions(workdir, predictions_key(s), **predictions)
             write_json(workdir / "summary.json", s)  # last: its presence means "done"
         progress.message(f"done: top1 {s['top1']:.4f}  top5 {s['top5']:.4f}  ({s['eval_videos']} {s['eval_split']} "
                          f"clips)  train {clock.train_seconds:.1f}s")
@@ -219,8 +221,8 @@ def compile_steps(cfg) -> Compiled:
     ts = state_lib.build_state(cfg, nc, mesh)
     train = step_lib.compile_train_step(cfg, model, ts.tx, ts.schedule, nc, ts.shardings, {"video": bsh, "label": bsh},
                                         repl)
-    eval_step = step_lib.compile_eval_step(model, ts.shardings["params"], {"video": bsh, "label": bsh, "mask": bsh},
-                                           repl)
+    eval_step = step_lib.compile_eval_step(model, ts.shardings["params"],
+                                           {"video": bsh, "label": bsh, "index": bsh, "mask": bsh}, repl)
     # Over several CPU devices, each launch waits for the last (XLA's CPU runtime can deadlock otherwise).
     return Compiled(mesh=mesh, local_batch=local_batch, batch_sharding=bsh, replicated=repl, state=ts, train=train,
                     run_train=cpu.one_launch_at_a_time(train), eval=cpu.one_launch_at_a_time(eval_step))
@@ -348,11 +350,13 @@ def log_interval(pending: list, step: int, clock) -> dict[str, Any]:
 
 
 def evaluate(cfg, task, c: Compiled, params) -> dict[str, Any]:
-    """top1/top5 over the eval split (every process its shard, padded to the same number of batches), and the
+    """top1/top5 over the eval split (every process its shard, padded to the same number of batches), every
+    clip's best classes (`predictions`: index, label, top5, sorted by index; the same on every process), and the
     compiled eval step's time per clip on the last batch (the paper's runtime column)."""
     import jax
 
     from vivit_cli import config
+    from vivit_cli.eval.results import predictions_arrays
     from vivit_cli.runtime import mesh as mesh_lib
     from vivit_cli.runtime.timing import time_calls
 
@@ -362,21 +366,27 @@ def evaluate(cfg, task, c: Compiled, params) -> dict[str, Any]:
     it = task.eval_iterator(cfg, split=split, views=views, batch_size=b, shard_index=pid, shard_count=pcount)
     frames = 1 if task.kind == "image" else cfg.data.frames
     shape = (b, 1 if task.kind == "image" else views[0] * views[1], frames, cfg.data.crop, cfg.data.crop, 3)
-    sums, batch = [], None
+    keys = ("video", "label", "index", "mask")
+    outs, batch = [], None
     for _ in range(eval_batch_count(task.num_examples(split), b, pcount)):
         local = next(it, None)
         if local is None:  # this process's shard is exhausted; the others may still have clips
-            local = {"video": np.zeros(shape, np.float32), "label": np.zeros(b, np.int32), "mask": np.zeros(b, bool)}
-        batch = mesh_lib.global_batch({k: local[k] for k in ("video", "label", "mask")}, c.batch_sharding)
-        sums.append(c.eval(params, batch))
-    totals = {k: float(sum(float(s[k]) for s in sums)) for k in ("top1", "top5", "count")}
+            local = {"video": np.zeros(shape, np.float32), "label": np.zeros(b, np.int32),
+                     "index": np.full(b, -1, np.int32), "mask": np.zeros(b, bool)}
+        batch = mesh_lib.global_batch({k: local[k] for k in keys}, c.batch_sharding)
+        outs.append(c.eval(params, batch))
+    outs = jax.device_get(outs)
+    totals = {k: float(sum(float(s[k]) for s in outs)) for k in ("top1", "top5", "count")}
     count = max(totals["count"], 1.0)
+    keep = [o["mask"].astype(bool) for o in outs]
+    predictions = predictions_arrays(*(np.concatenate([o[k][m] for o, m in zip(outs, keep)])
+                                       for k in ("index", "label", "topk")))
     forward_ms = None
     if batch is not None:  # the eval loop above warmed the step up
         seconds = time_calls(lambda: c.eval(params, batch), warmup=0, repeats=3)["median_s"]
         forward_ms = round(1000.0 * seconds / (batch["video"].shape[0] * shape[1]), 4)
     return {"top1": totals["top1"] / count, "top5": totals["top5"] / count, "videos": int(totals["count"]),
-            "forward_ms_per_clip": forward_ms}
+            "forward_ms_per_clip": forward_ms, "predictions": predictions}
 
 
 def save(ckpt, step: int, state, *, rng, data_it, train_seconds: float, cfg, metrics_log) -> None:
@@ -411,10 +421,12 @@ def _gather_json(value) -> list:
     return [json.loads(bytes(rows[i, :sizes[i]]).decode()) for i in range(len(sizes))]
 
 
-def final_summary(cfg, run_id: str, task, c: Compiled, params, clock, compiled, last_loss, perf) -> dict[str, Any]:
-    """summary.json of a finished run, with the final eval. `perf` (process 0) builds its perf block from the
-    steps' times, after the eval so that the matmul peak it measures takes no time from training."""
+def final_summary(cfg, run_id: str, task, c: Compiled, params, clock, compiled, last_loss, perf):
+    """(summary.json of a finished run, with the final eval; its per-clip predictions). `perf` (process 0) builds
+    its perf block from the steps' times, after the eval so that the matmul peak it measures takes no time from
+    training."""
     from vivit_cli import models
+    from vivit_cli.eval.results import predictions_path
 
     t_eval = time.time()
     ev = evaluate(cfg, task, c, params)
@@ -428,12 +440,18 @@ def final_summary(cfg, run_id: str, task, c: Compiled, params, clock, compiled, 
         "compile_seconds": None if compiled is None else round(compiled[3], 3),
         "final_loss": last_loss, "forward_ms_per_clip": ev["forward_ms_per_clip"],
     }
+    summary["predictions"] = predictions_path(predictions_key(summary))
     if perf is not None and runtime.is_main():
         executable, seconds, source = compiled[:3] if compiled else (None, None, None)
         summary["perf"] = perf(cfg, cfg.data.num_classes, StepTimes(
             intervals=tuple(clock.intervals), batch_size=cfg.train.batch_size, compiled=executable,
             compile_seconds=seconds, compile_source=source))
-    return summary
+    return summary, ev["predictions"]
+
+
+def predictions_key(summary: dict) -> str:
+    """The eval key of a summary's final evaluation, "<split>@<T>x<S>", as `vivit eval` names its entries."""
+    return f"{summary['eval_split']}@{summary['eval_views']}"
 
 
 def shut_down(stop, progress, metrics_log, ckpt) -> None:

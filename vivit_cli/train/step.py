@@ -45,23 +45,32 @@ def train_step(state, batch, base_rng, *, model, tx, schedule, num_classes: int,
 
 
 def eval_step(params, batch, *, model):
-    """Sums of top-1/top-5 hits over the real (mask=True) clips of one batch of multi-view clips.
+    """One batch of multi-view clips: the sums of top-1/top-5 hits over its real (mask=True) clips, and per clip
+    the k = min(5, classes) best classes (best first) beside its label, index and mask, for the predictions file.
 
     batch["video"] is [B, V, T, H, W, 3]: the raw logits of the V views are averaged before ranking, the
     reference's multi-view inference, as `vivit eval` does. The model runs at the training precision here
     (the train-time eval), while `vivit eval` forces float32: for a float32 run both report the same numbers,
-    for a bfloat16 run they may differ by its rounding.
+    for a bfloat16 run they may differ by its rounding. The outputs are replicated, so every process holds
+    every row of the global batch (no gather needed for the predictions).
     """
     video = batch["video"]
     b, v = video.shape[:2]
     logits = model.apply({"params": params}, video.reshape((b * v,) + video.shape[2:]), train=False)
     scores = logits.astype(jnp.float32).reshape(b, v, -1).mean(axis=1)
     mask = batch["mask"].astype(jnp.float32)
-    return {
+    # The sums keep the same top-k as always (summary.json's figures); `topk` is the same XLA TopK, best first,
+    # ties towards the lower class, so the predictions file gives exactly those figures.
+    _, topk = jax.lax.top_k(scores, min(5, scores.shape[-1]))
+    out = {
         "top1": jnp.sum(losses.topk_correct(scores, batch["label"], 1) * mask),
         "top5": jnp.sum(losses.topk_correct(scores, batch["label"], 5) * mask),
         "count": jnp.sum(mask),
+        "topk": topk.astype(jnp.int32), "label": batch["label"], "mask": batch["mask"],
     }
+    if "index" in batch:
+        out["index"] = batch["index"]
+    return out
 
 
 def compile_train_step(cfg, model, tx, schedule, num_classes: int, state_shardings, batch_shardings, replicated):
