@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -93,6 +95,64 @@ def test_cache_is_reused(tmp_path, monkeypatch):
     assert vpath.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(v1, v2)
     assert not list(vpath.parent.glob(".*.tmp"))
+
+
+# The first chunk of each split as the tables' runs read it (sha256 of the clips' and labels' bytes). A change here
+# changes every table: a new split goes at the end of SPLIT_SIZES, a new generator bumps embedded.VERSION.
+FIRST_CHUNKS = {("appearance", "train"): "d27e27dec96ebef2", ("appearance", "val"): "bd97e007c0a3b628",
+                ("motion", "train"): "456106f693a81166", ("motion", "val"): "2748c6e72e120d56"}
+
+
+def test_train_and_val_clips_are_pinned():
+    for (task, split), digest in FIRST_CHUNKS.items():
+        v, lab = embedded.generate(task, split, count=embedded._CHUNK, geometry=embedded.Geometry(frames=8))
+        assert hashlib.sha256(v.tobytes() + lab.tobytes()).hexdigest()[:16] == digest, (task, split)
+
+
+def test_test_split_is_large_held_out_and_last():
+    # One run's sampling standard error at 50% top-1, sqrt(p (1 - p) / n), is about a point: 1.0 at 2,500 clips.
+    assert list(embedded.SPLIT_SIZES) == ["train", "val", "test"]  # streams are keyed by position: append only
+    n = embedded.SPLIT_SIZES["test"]
+    assert n >= 2500 and 100 * math.sqrt(0.25 / n) <= 1.0
+    for task in embedded.TASKS:
+        digests = {}
+        for split in embedded.SPLIT_SIZES:
+            v, _ = embedded.generate(task, split, count=200, geometry=embedded.Geometry(frames=4))
+            digests[split] = {hashlib.sha1(c.tobytes()).hexdigest() for c in v}
+            assert len(digests[split]) == 200
+        assert not digests["test"] & (digests["train"] | digests["val"])
+
+
+def test_final_eval_scores_test_and_choices_use_val():
+    cfg = config.build([])
+    assert (cfg.data.train_split, cfg.data.val_split, cfg.data.eval_split) == ("train", "val", "test")
+    # Smoke runs prove wiring, not accuracy; the paper's recipe reports Kinetics' validation set as the paper does.
+    assert config.build([], preset="smoke").data.eval_split == "val"
+    assert config.build([], preset="paper").data.eval_split == "val"
+
+
+def test_cached_split_of_another_size_is_made_again(monkeypatch):
+    g = embedded.Geometry(frames=4)
+    monkeypatch.setattr(embedded, "SPLIT_SIZES", {"train": 16, "val": 8, "test": 8})
+    small, _ = embedded.load("motion", "test", seed=7, geometry=g)
+    assert len(small) == 8
+    monkeypatch.setattr(embedded, "SPLIT_SIZES", {"train": 16, "val": 8, "test": 24})  # the split grew
+    grown, labels = embedded.load("motion", "test", seed=7, geometry=g)
+    assert len(grown) == len(labels) == 24
+    np.testing.assert_array_equal(np.asarray(grown), embedded.generate("motion", "test", seed=7, geometry=g)[0])
+
+
+def test_inspect_shows_every_split_and_what_it_is_for(monkeypatch, capsys):
+    from vivit_cli.cli.app import main
+
+    monkeypatch.setattr(embedded, "SPLIT_SIZES", {"train": 16, "val": 8, "test": 24})
+    assert main(["data", "inspect", "embedded:motion:11", "--json"]) == 0
+    splits = json.loads(capsys.readouterr().out)["splits"]
+    assert {k: v["clips"] for k, v in splits.items()} == {"train": 16, "val": 8, "test": 24}
+    assert splits["test"]["role"] == "final eval, tables" and "train.eval_every" in splits["val"]["role"]
+    assert main(["data", "inspect", "embedded:motion:11", "--set", "data.eval_split=val"]) == 0
+    out = capsys.readouterr().out
+    assert "48 clips in 3 splits" in out and "24" in out
 
 
 def test_embedded_source_and_flip_default(monkeypatch):

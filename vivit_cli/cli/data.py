@@ -48,6 +48,9 @@ def inspect_command(
     src = sources.open_source(d.source, frames=d.frames, stride=d.stride, crop=d.crop, data_dir=d.data_dir,
                               max_skip_fraction=None)  # inspect reports broken files instead of failing on them
     info = describe_source(src)
+    roles = split_roles(d, info["splits"])
+    for name, role in roles.items():
+        info["splits"][name]["role"] = role
     if as_json:
         print_json(info)
         return
@@ -58,17 +61,35 @@ def inspect_command(
     names = info["label_names"]
     out.print("labels: " + ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else ""))
     table = Table()
-    for col in ("split", "clips", "frames (min/median/max)", "resolution", "codecs"):
+    for col in ("split", "clips", "used for", "frames (min/median/max)", "resolution", "codecs"):
         table.add_column(col)
     for name, e in info["splits"].items():
         fr = e.get("frames") or {}
-        table.add_row(name, str(e["clips"]), f"{fr.get('min', '-')}/{fr.get('median', '-')}/{fr.get('max', '-')}",
+        table.add_row(name, str(e["clips"]), e.get("role", ""),
+                      f"{fr.get('min', '-')}/{fr.get('median', '-')}/{fr.get('max', '-')}",
                       ", ".join(e.get("resolutions", [])[:3]), ", ".join(e.get("codecs", [])))
     out.print(table)
+    total = sum(e["clips"] for e in info["splits"].values())
+    out.print(f"{total} clips in {len(info['splits'])} splits")
     if info["files_scanned"]:
         out.print(f"decode failures: {info['decode_failures']} of {info['files_scanned']} files")
         for f in info["failures"][:10]:
             out.print(f"  {f['file']}: {f['problem']}", markup=False, highlight=False)
+
+
+def split_roles(d, splits) -> dict[str, str]:
+    """What the config (`d`, its data section) uses each split for: training, choices made while training, the
+    final eval that the tables report."""
+    from vivit_cli.data.sources import SPLIT_ALIASES
+
+    uses = (("train", d.train_split), ("choices while training (train.eval_every)", d.val_split),
+            ("final eval, tables", d.eval_split))
+    roles: dict[str, list[str]] = {name: [] for name in splits}
+    for role, split in uses:
+        key = SPLIT_ALIASES.get(split, split)
+        if key in roles:
+            roles[key].append(role)
+    return {name: "; ".join(r) for name, r in roles.items()}
 
 
 def register(app: typer.Typer) -> None:
