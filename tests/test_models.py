@@ -407,3 +407,38 @@ def test_bf16_matmul_and_attention_gradients_match_their_definition():
     np.testing.assert_allclose(fwd16(q, k, v), fwd32(q, k, v), rtol=0.02, atol=0.05)
     for a, b in zip(jax.grad(fwd16, (0, 1, 2))(q, k, v), jax.grad(fwd32, (0, 1, 2))(q, k, v)):
         assert float(jnp.linalg.norm(a - b)) <= 0.03 * float(jnp.linalg.norm(b)) + 1e-3
+
+
+@pytest.mark.parametrize("temporal_init", ["zero_out", "copy"])
+def test_model3_temporal_init_from_image_vit(temporal_init):
+    """model.temporal_init: the temporal attention's out projection is zero (`zero_out`) or the image
+    attention's (`copy`, Scenic's); its q/k/v are the image's and its LayerNorm is fresh under both."""
+    image_cfg = config.build(["model.hidden=32", "model.layers=2", "model.heads=4", "model.mlp=64",
+                              "model.embedding=uniform_frame", "model.tubelet=1x4x4", "data.frames=1",
+                              "data.crop=12"])
+    image = _perturb(models.init_params(image_cfg, 3, jax.random.key(0)), jax.random.key(1))
+    cfg = config.build(SMALL + ["model.variant=factorised_self_attention", f"model.temporal_init={temporal_init}"])
+    video = models.init_params(cfg, 5, jax.random.key(2))
+    out = minit.inflate_from_image(video, image, cfg)
+    for i in range(2):
+        src = image["Transformer"][f"encoderblock_{i}"]
+        dst = out["Transformer"][f"encoderblock_{i}"]
+        src_attn, time = src["MultiHeadDotProductAttention_0"], dst["MultiHeadDotProductAttention_time"]
+        for name in ("query", "key", "value"):
+            np.testing.assert_array_equal(time[name]["kernel"], src_attn[name]["kernel"])
+        for leaf in ("kernel", "bias"):
+            if temporal_init == "copy":
+                np.testing.assert_array_equal(time["out"][leaf], src_attn["out"][leaf])
+            else:
+                assert not np.any(time["out"][leaf])
+        fresh = video["Transformer"][f"encoderblock_{i}"]["LayerNorm_time"]
+        np.testing.assert_array_equal(dst["LayerNorm_time"]["scale"], np.ones_like(fresh["scale"]))
+        np.testing.assert_array_equal(dst["LayerNorm_time"]["bias"], np.zeros_like(fresh["bias"]))
+        np.testing.assert_array_equal(dst["LayerNorm_space"]["scale"], src["LayerNorm_0"]["scale"])
+
+
+def test_model3_temporal_init_rejects_unknown_values():
+    from vivit_cli.errors import VivitError
+
+    with pytest.raises(VivitError, match="temporal_init"):
+        config.build(["model.variant=factorised_self_attention", "model.temporal_init=random"])

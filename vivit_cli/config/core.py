@@ -151,6 +151,7 @@ def validate(cfg: Config) -> None:
     _choice("model.init", m.init, schema.INITS)
     _choice("model.classifier", m.classifier, schema.CLASSIFIERS)
     _choice("model.attention_order", m.attention_order, schema.ATTENTION_ORDERS)
+    _choice("model.temporal_init", m.temporal_init, schema.TEMPORAL_INITS)
     _choice("train.optimizer", t.optimizer, schema.OPTIMIZERS)
     _choice("train.precision", t.precision, schema.PRECISIONS)
     _choice("run.wandb", r.wandb, schema.WANDB_MODES)

@@ -21,6 +21,7 @@ EMBEDDINGS = ("tubelet", "uniform_frame")
 INITS = ("random", "filter_inflation", "central_frame")
 CLASSIFIERS = ("token", "gap")
 ATTENTION_ORDERS = ("space_time", "time_space")
+TEMPORAL_INITS = ("zero_out", "copy")  # model 3 from an image ViT: the temporal attention's output projection
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "bfloat16")
 WANDB_MODES = ("disabled", "offline", "online")
@@ -57,6 +58,7 @@ class ModelConfig:
     attention_dropout: float = 0.0
     stochastic_depth: float = 0.0  # final-layer drop rate, increasing linearly over depth
     temporal_zero_init: bool = True  # model 3: temporal attention output starts at zero (paper Sec. 3.4)
+    temporal_init: str = "zero_out"  # model 3 with init_from: zero_out keeps that zero, copy takes the image's (Scenic)
     remat: bool = False  # gradient checkpointing per block
 
 

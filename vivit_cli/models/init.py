@@ -86,7 +86,7 @@ def resize_posemb(posemb: np.ndarray, old_grid: tuple[int, int, int], new_grid: 
 # Image ViT -> video model
 
 
-def _copy_block(src: Mapping[str, Any], dst: dict, variant: str) -> dict:
+def _copy_block(src: Mapping[str, Any], dst: dict, variant: str, temporal_init: str = "zero_out") -> dict:
     """Maps one image-ViT encoder block onto the target's block (model 3 renames and duplicates)."""
     if variant != "factorised_self_attention":
         return {k: src[k] for k in dst}
@@ -94,10 +94,14 @@ def _copy_block(src: Mapping[str, Any], dst: dict, variant: str) -> dict:
     attn = src["MultiHeadDotProductAttention_0"]
     out["LayerNorm_space"] = src["LayerNorm_0"]
     out["MultiHeadDotProductAttention_space"] = attn
-    # The paper initialises both attentions from the image attention; the temporal output projection
-    # stays at zero (its init) so the block starts as the image block.
+    # Both attentions' q/k/v come from the image attention. The temporal output projection: `zero_out` keeps the
+    # target's own init (zero under model.temporal_zero_init), so the block starts as the image block; `copy` takes
+    # the image's, as Scenic does. The temporal LayerNorm stays fresh either way (the image ViT has none).
     time = dict(attn)
-    time["out"] = dst["MultiHeadDotProductAttention_time"]["out"]
+    if temporal_init == "zero_out":
+        time["out"] = dst["MultiHeadDotProductAttention_time"]["out"]
+    elif temporal_init != "copy":
+        raise VivitError(f"model.temporal_init={temporal_init!r}: allowed values are zero_out, copy")
     out["MultiHeadDotProductAttention_time"] = time
     out["LayerNorm_mlp"] = src["LayerNorm_1"]
     out["MlpBlock"] = src["MlpBlock_0"]
@@ -144,7 +148,7 @@ def inflate_from_image(video_params: Mapping[str, Any], image_params: Mapping[st
         raise VivitError(f"init_from: the image ViT has {n_src} layers, the video model {n_dst} (model.layers)")
     for i in range(n_dst):
         key = f"encoderblock_{i}"
-        block = _copy_block(src_enc[key], dict(dst_enc[key]), m.variant)
+        block = _copy_block(src_enc[key], dict(dst_enc[key]), m.variant, m.temporal_init)
         _check_shapes(f"Transformer/{key}", block, dst_enc[key])
         dst_enc[key] = block
     dst_enc["encoder_norm"] = src_enc["encoder_norm"]
