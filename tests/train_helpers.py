@@ -91,6 +91,30 @@ class _Unsqueezed:
         self.it.set_state(s)
 
 
+class PoisonedTask(SyntheticTask):
+    """Seed `seed`'s training clips turn to NaN from batch `after` on (counted in the stream, so a resume sees the
+    same): its loss becomes NaN at step after + 1, the other seeds' never do."""
+
+    def __init__(self, cfg, seed: int, after: int, **kwargs):
+        super().__init__(cfg, **kwargs)
+        self.seed, self.after = seed, after
+
+    def train_iterator(self, cfg, *, seed, **kwargs):
+        it = super().train_iterator(cfg, seed=seed, **kwargs)
+        return _Poisoned(it.it, self.after) if seed == self.seed else it
+
+
+class _Poisoned(_Unsqueezed):
+    def __init__(self, it, after: int):
+        super().__init__(it)
+        self.after = after
+
+    def __next__(self):
+        late = self.it.get_state()["batch"] >= self.after
+        b = super().__next__()
+        return {"video": np.full_like(b["video"], np.nan), "label": b["label"]} if late else b
+
+
 def build(extra=(), preset=None):
     from vivit_cli import config
 
@@ -106,6 +130,15 @@ def run_synthetic(workdir, extra=()):
     return train.run(cfg, workdir, task=SyntheticTask(cfg), perf=train_perf)
 
 
+def run_synthetic_group(workdirs, extra=(), task=None):
+    """The seeds 0..K-1 of `build(extra)`, seed k in workdirs[k], as one group (`train.run_group`), in-process."""
+    from vivit_cli import train
+    from vivit_cli.bench.perf import train_perf
+
+    cfgs = [build(list(extra) + [f"train.seed={k}"]) for k in range(len(workdirs))]
+    return train.run_group(cfgs, list(workdirs), task=task or SyntheticTask(cfgs[0]), perf=train_perf)
+
+
 RUNNER = """
 import json, sys
 sys.path.insert(0, {tests!r})
@@ -114,8 +147,8 @@ apply_xla_defaults()  # as the CLI entry does, before JAX starts
 import train_helpers as h
 from vivit_cli.train.loop import Preempted
 for workdir, extra in json.loads(sys.argv[1]):
-    try:
-        summary = h.run_synthetic(workdir, extra)
+    try:  # a list of workdirs: the seeds 0..K-1 as one group
+        summary = (h.run_synthetic_group if isinstance(workdir, list) else h.run_synthetic)(workdir, extra)
     except Preempted:
         sys.exit(143)
     print("SUMMARY", json.dumps(summary))
@@ -124,11 +157,15 @@ for workdir, extra in json.loads(sys.argv[1]):
 
 def subprocess_run(workdir, extra=(), env=None, timeout=120, wait=True, more=()):
     """Runs `run_synthetic` in a fresh Python process (its own device count / distributed setup); `more` adds
-    further (workdir, extra) runs to the same process, which saves the imports."""
+    further (workdir, extra) runs to the same process, which saves the imports. A list of workdirs is a group
+    (`run_synthetic_group`)."""
     e = dict(os.environ)
     e.update(env or {})
     e.setdefault("JAX_PLATFORMS", "cpu")
-    jobs = [[str(workdir), list(extra)]] + [[str(w), list(x)] for w, x in more]
+    def where(w):
+        return [str(x) for x in w] if isinstance(w, (list, tuple)) else str(w)
+
+    jobs = [[where(workdir), list(extra)]] + [[where(w), list(x)] for w, x in more]
     cmd = [PY, "-c", RUNNER.format(tests=str(ROOT / "tests")), json.dumps(jobs)]
     if not wait:
         return subprocess.Popen(cmd, env=e, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

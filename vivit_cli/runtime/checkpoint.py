@@ -99,8 +99,8 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.close()
 
-    def restore_latest(self, abstract_state: dict) -> tuple[dict, dict] | None:
-        """(state, meta) of the newest readable step, or None when there is none.
+    def restore_latest(self, abstract_state: dict, upto: int | None = None) -> tuple[dict, dict] | None:
+        """(state, meta) of the newest readable step (no newer than `upto` when given), or None when there is none.
 
         `abstract_state` carries shapes, dtypes and shardings, so arrays come back already laid out on the
         current mesh (which may differ from the one that saved them) and optax states keep their types.
@@ -110,7 +110,7 @@ class Checkpointer:
         ocp = self._ocp
         quiet_failed_restore()
         bad: list[int] = []
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        for step in sorted((s for s in self.manager.all_steps() if upto is None or s <= upto), reverse=True):
             try:
                 out = self.manager.restore(step, args=ocp.args.Composite(
                     params=ocp.args.StandardRestore(abstract_state["params"]),
@@ -132,6 +132,12 @@ class Checkpointer:
         for b in bad:
             self._delete(b)
         return None
+
+    def drop_after(self, step: int) -> None:
+        """Deletes the steps newer than `step` (a group of seeds resuming from an older step than this seed's
+        newest: they would shadow the steps it writes next)."""
+        for s in [s for s in self.manager.all_steps() if s > step]:
+            self._delete(s)
 
     def _delete(self, step: int) -> None:
         try:

@@ -1,6 +1,8 @@
-"""Training: `run(cfg, workdir) -> summary` and `pretrain_image(cfg, workdir)`.
+"""Training: `run(cfg, workdir) -> summary`, `run_group(cfgs, workdirs) -> summaries` (seeds of one config as one
+compiled program) and `pretrain_image(cfg, workdir)`.
 
   loop.py        the train loop (read `_train` top to bottom), resume order, preemption, image pretraining
+  seeds.py       the seed axis of a group: stacked state and batches, the step vmapped (none for one seed)
   step.py        the jitted train/eval steps (pure functions)
   state.py       the train state {"step", "params", "opt_state"}: its optimizer, shardings and init
   losses.py      label smoothing, mixup, cross-entropy, top-k
@@ -24,10 +26,16 @@ def run(cfg, workdir, **kwargs):
     return _run(cfg, workdir, **kwargs)
 
 
+def run_group(cfgs, workdirs, **kwargs):
+    from .loop import run_group as _run_group
+
+    return _run_group(cfgs, workdirs, **kwargs)
+
+
 def pretrain_image(cfg, workdir, **kwargs):
     from .loop import pretrain_image as _pretrain
 
     return _pretrain(cfg, workdir, **kwargs)
 
 
-__all__ = ["run", "pretrain_image"]
+__all__ = ["run", "run_group", "pretrain_image"]

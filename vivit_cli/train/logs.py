@@ -105,9 +105,9 @@ class Progress:
         self._t0 = time.time()
         if not enabled:
             return
-        from rich.console import Console
+        from vivit_cli import term
 
-        self.console = Console(stderr=True)
+        self.console = term.console(stderr=True)  # a log file's lines unwrapped (a group's line is long)
         if self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
                 TimeRemainingColumn
@@ -125,9 +125,9 @@ class Progress:
             return
         info = ""
         if record:
-            info = f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {record['clips_per_s']:.0f} clips/s"
+            info = f"loss {_fmt(record['loss'], '.4f')}  lr {record['lr']:.2e}  {record['clips_per_s']:.0f} clips/s"
             if "top1" in record:
-                info += f"  top1 {record['top1']:.3f}"
+                info += f"  top1 {_fmt(record['top1'], '.3f')}"
         if self._bar is not None:
             kw = {"info": info} if info else {}
             self._bar.update(self._task, completed=step, **kw)
@@ -142,6 +142,11 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def _fmt(value, spec: str) -> str:
+    """A figure, or a group's figures side by side (one per seed: 2.0822/2.1108/2.1060)."""
+    return "/".join(format(v, spec) for v in value) if isinstance(value, (list, tuple)) else format(value, spec)
 
 
 def note(text: str, enabled: bool = True) -> None:

@@ -73,13 +73,22 @@ def eval_step(params, batch, *, model):
     return out
 
 
-def compile_train_step(cfg, model, tx, schedule, num_classes: int, state_shardings, batch_shardings, replicated):
+def compile_train_step(cfg, model, tx, schedule, num_classes: int, state_shardings, batch_shardings, replicated,
+                       seeds: int = 1):
+    """The jitted step. `seeds` > 1: the step vmapped over a leading seed axis of the state, the batch and the rng
+    (`train.seeds`; the shardings given are the stacked ones), each seed's metrics a [seeds] vector."""
     fn = partial(train_step, model=model, tx=tx, schedule=schedule, num_classes=num_classes,
                  label_smoothing=cfg.train.label_smoothing, mixup_alpha=cfg.train.mixup)
+    if seeds > 1:
+        fn = jax.vmap(fn)
     return jax.jit(fn, in_shardings=(state_shardings, batch_shardings, replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
 
-def compile_eval_step(model, param_shardings, batch_shardings, replicated):
-    return jax.jit(partial(eval_step, model=model), in_shardings=(param_shardings, batch_shardings),
-                   out_shardings=replicated)
+def compile_eval_step(model, param_shardings, batch_shardings, replicated, seeds: int = 1):
+    """The jitted eval step. `seeds` > 1: vmapped over the params' leading seed axis, all seeds on the same batch
+    (every output with the seed axis in front)."""
+    fn = partial(eval_step, model=model)
+    if seeds > 1:
+        fn = jax.vmap(fn, in_axes=(0, None))
+    return jax.jit(fn, in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)

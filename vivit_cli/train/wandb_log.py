@@ -43,7 +43,8 @@ def local_dir(workdir) -> Path:
 
 
 class WandbLogger:
-    def __init__(self, cfg, workdir, run_id: str, enabled: bool = True):
+    def __init__(self, cfg, workdir, run_id: str, enabled: bool = True, alongside: bool = False):
+        """`alongside`: other runs of this process stay open meanwhile (the seeds of a group, one W&B run each)."""
         self.run = None
         mode = cfg.run.wandb
         if not enabled or mode == "disabled":
@@ -58,7 +59,7 @@ class WandbLogger:
             self.run = wandb.init(project=cfg.run.wandb_project, group=cfg.run.group or None, id=wandb_run_id(run_id),
                                   name=run_id, resume="allow", mode=mode, dir=str(local_dir(workdir)),
                                   config=config.to_dict(cfg),
-                                  settings=settings, reinit="finish_previous")
+                                  settings=settings, reinit="create_new" if alongside else "finish_previous")
         except wandb.errors.UsageError as e:
             raise VivitError(f"run.wandb={mode}: {str(e).splitlines()[0]} (or use --wandb offline)") from None
 
