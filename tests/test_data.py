@@ -184,6 +184,19 @@ def test_crop_resize_identity_and_scale_jitter():
     assert out.shape == (2, 8, 8, 3) and out.min() >= 0 and out.max() <= 255
 
 
+def test_batched_crop_resize_is_the_per_clip_one_bit_for_bit():
+    rng = np.random.default_rng(5)
+    for h, w in ((36, 36), (20, 28), (100, 120)):  # square, not square, large (the per-clip gather path)
+        x = rng.integers(0, 256, (6, 3, h, w, 3)).astype(np.uint8)
+        spec = T.ClipSpec(frames=3, stride=1, crop=16, scale_min=0.7, scale_max=1.4)  # s < 1 squeezes
+        boxes = [T.crop_box(h, w, rng, spec) for _ in range(5)] + [(h - 1.0, w - 1.0, 1.0, 1.0)]  # edge: one tap
+        tops, lefts, sizes_h, sizes_w = zip(*boxes)
+        got = T.crop_resize_batch(x, tops, lefts, sizes_h, sizes_w, 16, 16)
+        want = np.stack([T.crop_resize(x[i], *boxes[i], 16, 16) for i in range(6)])
+        assert got.dtype == want.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+
+
 def test_augmentations_keep_shape_and_range():
     rng = np.random.default_rng(1)
     clip = rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
@@ -290,6 +303,62 @@ def test_eval_iterator_views_padding_and_sharding(tmp_path):
         starts = np.rint(red[::2, 0] / 12).astype(int)
         assert starts.tolist() == [0, 6, 13]  # 3 temporal views spread over 20 frames (span 7)
     assert sorted(indices) == list(range(22))
+
+
+def _train_split(cfg):
+    d = cfg.data
+    return sources.open_source(d.source, frames=d.frames, stride=d.stride, crop=d.crop).split("train")
+
+
+def _per_clip_batches(cfg, count: int, batch: int = 32, seed: int = 0, shard_index: int = 0, shard_count: int = 1):
+    """The per-clip pipeline (TrainMap on each clip, then stacking) without grain: the reference of BatchTrainMap."""
+    from vivit_cli.data.batches import GlobalOrder
+
+    split = _train_split(cfg)
+    fn = pipeline._PositionalMap(pipeline.TrainMap(split, pipeline.clip_spec(cfg), 0.01), seed + 1)
+    order = GlobalOrder(len(split), seed, batch, shard_index, shard_count)
+    for b in range(count):
+        clips = [fn(order[k]) for k in range(b * batch, (b + 1) * batch)]
+        yield {k: np.stack([c[k] for c in clips]) for k in clips[0]}
+
+
+@pytest.mark.parametrize("sets", [
+    {"data.source": "embedded:motion:31"},
+    {"data.source": "embedded:appearance:31"},  # flips
+    {"data.source": "embedded:appearance:31", "data.color_jitter": 0.8, "data.randaugment_layers": 2,
+     "data.scale_min": 0.7, "data.scale_max": 1.4},
+    {"data.source": "embedded:motion:31", "data.flip": "true", "data.color_jitter": 1.0, "data.randaugment_layers": 3,
+     "data.randaugment_magnitude": 9, "data.frames": 4, "model.tubelet": "2x8x8"},
+    {"data.source": "embedded:appearance:31", "data.frames": 4, "data.stride": 2, "data.crop": 24},
+])
+def test_batched_train_batches_are_the_per_clip_pipelines(monkeypatch, sets):
+    """Array-held clips are cropped a batch at a time (BatchTrainMap); the batches are the per-clip map's, byte for
+    byte, across an epoch boundary, for a shard, and for every augmentation."""
+    monkeypatch.setattr(embedded, "SPLIT_SIZES", {"train": 80, "val": 8, "test": 8})
+    cfg = config.build(sets)
+    assert isinstance(_train_split(cfg), sources.ArraySplit)
+    for seed, shard, count in ((0, 0, 1), (3, 1, 2)):
+        it = pipeline.train_iterator(cfg, batch_size=16, seed=seed, shard_index=shard, shard_count=count)
+        for want in _per_clip_batches(cfg, 6, batch=16, seed=seed, shard_index=shard, shard_count=count):
+            got = next(it)
+            assert got.keys() == want.keys()
+            for k in want:
+                assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+                np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_batched_iterator_state_counts_clips(tmp_path):
+    cfg = _cfg(_npy_source(tmp_path), data__frames=4, data__crop=16)
+    it = pipeline.train_iterator(cfg, batch_size=4, seed=1)
+    for _ in range(3):
+        next(it)
+    assert it.get_state() == {"next_index": 12}  # as the per-clip pipeline counts: a checkpoint of either resumes
+    want = next(it)
+    resumed = pipeline.train_iterator(cfg, batch_size=4, seed=1)
+    resumed.set_state({"next_index": 12})
+    np.testing.assert_array_equal(next(resumed)["video"], want["video"])
+    with pytest.raises(VivitError, match="whole number of batches"):
+        resumed.set_state({"next_index": 13})
 
 
 def test_short_array_clips_are_an_error(tmp_path):

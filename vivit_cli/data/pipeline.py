@@ -14,7 +14,7 @@ from vivit_cli.errors import VivitError
 
 from . import transforms as T
 from .batches import GlobalOrder, masked_batch, pad_batch
-from .sources import Source, Split
+from .sources import ArraySplit, Source, Split
 from .video import DecodeError
 
 _SKIP = None  # what a map returns for a clip that fails to decode; filtered out before batching
@@ -72,6 +72,41 @@ class TrainMap:
         return {"video": T.augment(clip, rng, self.spec), "label": np.int32(_label(self.split, reader, index))}
 
 
+class BatchTrainMap:
+    """[b] (index, global position) pairs -> the batch that `TrainMap` per clip, then batching, gives for them, bit
+    for bit (tests/test_data.py compares the two), for clips held in an array (an `ArraySplit`: nothing to decode,
+    so nothing is ever skipped). Each clip still draws from its own RNG in TrainMap's order (start, crop, then
+    augmentation); the pixel work is done for the whole batch at once: one gather, one crop-resize (the same BLAS
+    products as clip by clip: `transforms.crop_resize_batch`), one scaling in place."""
+
+    def __init__(self, split: ArraySplit, spec: T.ClipSpec, seed: int):
+        self.split, self.spec, self.seed = split, spec, seed
+
+    def __call__(self, batch):
+        indices, positions = (np.asarray(x) for x in batch)
+        spec, videos = self.spec, self.split._array()
+        _, num_frames, h, w, _ = videos.shape
+        rngs = [np.random.default_rng([self.seed, int(g)]) for g in positions]
+        wanted, boxes = [], []
+        for rng in rngs:
+            wanted.append(T.frame_indices(T.random_start(rng, num_frames, spec), spec, num_frames))
+            boxes.append(T.crop_box(h, w, rng, spec))
+        frames = np.asarray(videos[indices[:, None], np.stack(wanted)])
+        tops, lefts, sizes_h, sizes_w = zip(*boxes)
+        clips = T.crop_resize_batch(frames, tops, lefts, sizes_h, sizes_w, spec.crop, spec.crop)
+        if spec.color_jitter > 0 or spec.randaugment_layers:
+            video = np.stack([T.augment(clip, rng, spec) for clip, rng in zip(clips, rngs)])
+        else:  # `augment` with only the flip: its one draw per clip, then `to_unit_range`'s scaling, in place
+            if spec.flip:
+                flip = np.array([rng.uniform() < 0.5 for rng in rngs])
+                clips[flip] = clips[flip, :, :, ::-1]
+            clips *= np.float32(2 / 255)
+            clips -= np.float32(1)
+            video = clips
+        labels = np.asarray(self.split.labels)[indices].astype(np.int32)
+        return {"video": video, "label": labels}
+
+
 def _label(split: Split, reader, index: int) -> int:
     # Readers of record-based sources (TFDS) carry the label read with the clip.
     label = getattr(reader, "label", None)
@@ -95,10 +130,15 @@ class _PositionalMap:
 
 
 class TrainIterator:
-    """Infinite iterator of {"video", "label"} batches with get_state()/set_state() (JSON-able dicts)."""
+    """Infinite iterator of {"video", "label"} batches with get_state()/set_state() (JSON-able dicts).
 
-    def __init__(self, dataset):
+    `clips_per_element`: the dataset yields whole batches of this many clips (`BatchTrainMap`); its state then
+    counts clips as the per-clip pipeline's does ({"next_index": clips read}), so a checkpoint of either resumes
+    the other."""
+
+    def __init__(self, dataset, clips_per_element: int = 1):
         self._it = iter(dataset)
+        self._per = clips_per_element
 
     def __iter__(self):
         return self
@@ -118,10 +158,27 @@ class TrainIterator:
 
     def get_state(self) -> dict:
         state = self._it.get_state()
+        if self._per > 1:
+            return {"next_index": state["next_index"] * self._per}
         return state if isinstance(state, dict) else {"grain": state}
 
     def set_state(self, state: dict) -> None:
+        if self._per > 1:
+            clips = state.get("next_index") if isinstance(state, dict) else None
+            if not isinstance(clips, int) or clips % self._per:
+                raise VivitError(f"data state {state!r} does not name a whole number of batches of {self._per} clips "
+                                 "(saved with data.workers > 0 or another batch size?)")
+            state = {"next_index": clips // self._per}
         self._it.set_state(state)
+
+
+def _read_options(split: Split):
+    """grain's default thread pool (16 threads, 500 clips read ahead, each `next` polling them all) costs more CPU
+    than an in-memory clip's own numpy work (measured with benchmarks/profile_run.py, docs/data.md): none for
+    clips held in an array. Decoded video keeps it: PyAV releases the GIL, so the threads decode in parallel."""
+    import grain
+
+    return grain.ReadOptions(num_threads=0, prefetch_buffer_size=0) if isinstance(split, ArraySplit) else None
 
 
 def train_iterator(cfg, *, batch_size: int, shard_index: int = 0, shard_count: int = 1, seed: int | None = None,
@@ -139,9 +196,13 @@ def train_iterator(cfg, *, batch_size: int, shard_index: int = 0, shard_count: i
         raise VivitError(f"{src.spec}: split {split.name} has {len(split)} clips, fewer than one global batch "
                          f"({shard_count} x {batch_size})")
     order = GlobalOrder(len(split), seed, batch_size, shard_index, shard_count)
+    if isinstance(split, ArraySplit) and cfg.data.workers == 0:
+        ds = grain.MapDataset.source(order).batch(batch_size, drop_remainder=True)
+        ds = ds.map(BatchTrainMap(split, clip_spec(cfg), seed + 1))
+        return TrainIterator(ds.to_iter_dataset(read_options=_read_options(split)), clips_per_element=batch_size)
     ds = grain.MapDataset.source(order).map(_PositionalMap(TrainMap(split, clip_spec(cfg), cfg.data.max_skip_fraction),
                                                             seed + 1))
-    it = ds.to_iter_dataset().filter(_is_kept).batch(batch_size, drop_remainder=True)
+    it = ds.to_iter_dataset(read_options=_read_options(split)).filter(_is_kept).batch(batch_size, drop_remainder=True)
     if cfg.data.workers > 0:
         _mark_absl_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.data.workers))
@@ -206,7 +267,7 @@ def eval_iterator(cfg, *, split: str, views: tuple[int, int] = (1, 1), batch_siz
     spec = clip_spec(cfg, flip=False)
     ds = grain.MapDataset.range(len(sp))[shard_index::shard_count].map(
         EvalMap(sp, spec, (n_t, n_s), cfg.data.max_skip_fraction))
-    it = ds.to_iter_dataset().filter(_is_kept)
+    it = ds.to_iter_dataset(read_options=_read_options(sp)).filter(_is_kept)
     if cfg.data.workers > 0:
         _mark_absl_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.data.workers))

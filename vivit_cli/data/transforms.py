@@ -94,15 +94,63 @@ def crop_resize(frames: np.ndarray, top: float, left: float, size_h: float, size
     return left_cols + (rows[:, :, c1] - left_cols) * wc[None, None, :, None]
 
 
-def random_crop(frames: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:
-    """Scale jitter then a random crop, as one crop-and-resize: a square region of side short/s."""
-    _, h, w, _ = frames.shape
+def crop_box(h: int, w: int, rng: np.random.Generator, spec: ClipSpec) -> tuple[float, float, float, float]:
+    """The draws of `random_crop`, scale jitter then position: (top, left, side_h, side_w) of a square region of
+    side short/s in a frame of h x w."""
     s = rng.uniform(spec.scale_min, spec.scale_max)
     side = min(h, w) / s
     side_h, side_w = min(side, h), min(side, w)  # s < 1 asks for more than the frame: squeeze instead
     top = rng.uniform(0, h - side_h)
     left = rng.uniform(0, w - side_w)
+    return top, left, side_h, side_w
+
+
+def random_crop(frames: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:
+    """Scale jitter then a random crop, as one crop-and-resize: a square region of side short/s."""
+    _, h, w, _ = frames.shape
+    top, left, side_h, side_w = crop_box(h, w, rng, spec)
     return crop_resize(frames, top, left, side_h, side_w, spec.crop, spec.crop)
+
+
+def _axis_weights_batch(n_in: int, starts, lengths, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_axis_weights` of B regions at once ([B, n_out] each), with the same float32 arithmetic element by element:
+    the scalar version turns its Python-float start and step into float32 before it adds and multiplies."""
+    start = np.asarray(starts, np.float64).astype(np.float32)[:, None]
+    step = (np.asarray(lengths, np.float64) / n_out).astype(np.float32)[:, None]
+    pos = start + (np.arange(n_out, dtype=np.float32) + 0.5) * step - 0.5
+    pos = np.clip(pos, 0, n_in - 1)
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (pos - i0).astype(np.float32)
+
+
+def _weight_matrices(n_in: int, starts, lengths, n_out: int) -> np.ndarray:
+    """[B, n_out, n_in]: `_weight_matrix` of each region (where both taps fall on one input, the same float32 sum)."""
+    i0, i1, w = _axis_weights_batch(n_in, starts, lengths, n_out)
+    b = np.arange(len(i0))[:, None]
+    o = np.arange(n_out)[None, :]
+    m = np.zeros((len(i0), n_out, n_in), np.float32)
+    m[b, o, i0] += 1 - w
+    m[b, o, i1] += w
+    return m
+
+
+def crop_resize_batch(frames: np.ndarray, tops, lefts, sizes_h, sizes_w, out_h: int, out_w: int) -> np.ndarray:
+    """`crop_resize` of clip i of frames [B, T, H, W, C] to its own region (tops[i], lefts[i], sizes_h[i],
+    sizes_w[i]) -> float32 [B, T, out_h, out_w, C], equal to the clips' own `crop_resize` bit for bit.
+
+    Small frames: `crop_resize`'s two matmuls, each stacked over the batch, so that BLAS gets the same 2-D products
+    (same shapes, same operands) as clip by clip. Rewriting a product in another shape, e.g. the column pass as one
+    (out_w x W) @ (W x T*out_h*C) product or as its two taps, changes the last bit of some pixels: BLAS kernels sum
+    differently (fused or not) by shape. The batch saves the per-clip Python and weight-building work."""
+    b, t, h, w, c = frames.shape
+    if max(h, w) > 96:
+        return np.stack([crop_resize(frames[i], tops[i], lefts[i], sizes_h[i], sizes_w[i], out_h, out_w)
+                         for i in range(b)])
+    wr = _weight_matrices(h, tops, sizes_h, out_h)
+    wc = _weight_matrices(w, lefts, sizes_w, out_w)
+    rows = np.matmul(wr[:, None], frames.reshape(b, t, h, w * c).astype(np.float32)).reshape(b, t, out_h, w, c)
+    return np.matmul(wc[:, None, None], rows)
 
 
 def spatial_views(frames: np.ndarray, spec: ClipSpec, count: int) -> list[np.ndarray]:
