@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from vivit_cli.sweep import store as st
-from vivit_cli.sweep.runner import MAX_RESTARTS, UNSEEN, Action, SlotState, after_exit, decide, slot_state
+from vivit_cli.sweep.runner import MAX_RESTARTS, UNSEEN, Action, SlotState, after_exit, decide, group_members, \
+    slot_state
 
 S = SlotState
 NEW, PARTIAL, DONE, SHARED = st.CellState(st.NEW), st.CellState(st.PARTIAL), st.CellState(st.DONE), \
@@ -68,6 +69,23 @@ AFTER_EXIT = [
     pytest.param(0, NEW, 0, 3, Action.RETRY, id="exit 0 without a done summary is a failure"),
     pytest.param(-9, PARTIAL, 0, 3, Action.RETRY, id="killed: a failed attempt that resumes"),
 ]
+
+
+GROUP = [
+    # what `decide` said for each seed of a cell (under each one's lock) -> the seeds that start, as one process
+    pytest.param([Action.START] * 3, [0, 1, 2], id="all new: one group of three"),
+    pytest.param([Action.SKIP_DONE, Action.START, Action.START], [1, 2], id="seed 0 done: the others"),
+    pytest.param([Action.SKIP_DONE, Action.START, Action.SKIP_DONE], [1], id="a retry: only the seed that failed"),
+    pytest.param([Action.WAIT_LOCKED, Action.START, Action.SHARE], [1], id="locked elsewhere, shared: not in it"),
+    pytest.param([Action.GIVE_UP, Action.NOTHING, Action.START], [2], id="failed for good, running: not in it"),
+    pytest.param([Action.WAIT_DEPS] * 2, [], id="a dependency not done: nothing starts"),
+    pytest.param([Action.SKIP_DONE] * 3, [], id="all done"),
+]
+
+
+@pytest.mark.parametrize("actions, members", GROUP)
+def test_group_members(actions, members):
+    assert group_members(actions) == members
 
 
 @pytest.mark.parametrize("rc, cell, restarts, max_attempts, action", AFTER_EXIT)
@@ -149,7 +167,7 @@ class InterruptedBackend:
 
     def start(self, launch):
         self.started.append(launch.run_id)
-        assert launch.lock_fd is not None  # the trainer shares the cell's lock
+        assert len(launch.lock_fds) == 1  # the trainer shares the cell's lock
         return launch.run_id
 
     def poll(self, handle):

@@ -399,33 +399,57 @@ def test_tpu_backend_gcloud_flow_with_preemption(tmp_path):
 
 # ---- the scheduler, with a backend that only pretends -------------------------------------------------
 
+def launched(launch) -> list[tuple[str, Path]]:
+    """(run id, workdir) of every seed a launch trains: one, or a group's (`--seeds` and a {seed} workdir)."""
+    argv = launch.argv
+    where = argv[argv.index("--workdir") + 1]
+    seeds = argv[argv.index("--seeds") + 1].split(",") if "--seeds" in argv else None
+    dirs = [Path(where)] if seeds is None else [Path(where.replace("{seed}", k)) for k in seeds]
+    return [(d.name, d) for d in dirs]
+
+
 class ScriptedBackend:
-    """A `Backend` whose jobs end as scripted per run id: "done" (writes summary.json), "fail", "preempt"."""
+    """A `Backend` whose jobs end as scripted per run id: "done" (writes summary.json), "fail", "preempt". A group
+    launch ends each of its seeds as scripted; its exit code is the worst of theirs."""
 
     name = "scripted"
 
     def __init__(self, script):
         self.script = {k: list(v) for k, v in script.items()}
         self.started: list[str] = []
+        self.launches: list[list[str]] = []  # the run ids each process trained
+        self.argvs: list[list[str]] = []
+        self.lock_fds: list[int] = []
+        self.running: set[int] = set()
+        self.peak = 0  # the most processes at once
 
     def commands(self, launch):
         return [["vivit", *launch.argv]]
 
     def start(self, launch):
         self.started.append(launch.run_id)
-        outcome = (self.script.get(launch.run_id) or ["done"]).pop(0)
-        return launch, outcome
+        seeds = launched(launch)
+        self.launches.append([run_id for run_id, _ in seeds])
+        self.argvs.append(list(launch.argv))
+        self.lock_fds.append(len(launch.lock_fds))
+        handle = (launch, [(wd, (self.script.get(run_id) or ["done"]).pop(0)) for run_id, wd in seeds])
+        self.running.add(id(handle))
+        self.peak = max(self.peak, len(self.running))
+        return handle
 
     def poll(self, handle):
-        launch, outcome = handle
-        workdir = Path(launch.argv[launch.argv.index("--workdir") + 1])
-        if outcome == "done":
-            (workdir / "summary.json").write_text(json.dumps({"status": "done", "top1": 0.5}))
-            return 0
-        if outcome == "preempt":
-            return 143
-        (workdir / "summary.json").write_text(json.dumps({"status": "failed", "error": "loss became nan"}))
-        return 1
+        codes = []
+        for workdir, outcome in handle[1]:
+            if outcome == "done":
+                (workdir / "summary.json").write_text(json.dumps({"status": "done", "top1": 0.5}))
+                codes.append(0)
+            elif outcome == "preempt":
+                codes.append(143)
+            else:
+                (workdir / "summary.json").write_text(json.dumps({"status": "failed", "error": "loss became nan"}))
+                codes.append(1)
+        self.running.discard(id(handle))
+        return 143 if 143 in codes else max(codes)
 
     def stop(self, handle):
         pass
@@ -485,3 +509,62 @@ def test_done_runs_from_older_model_code_are_flagged_not_rerun(tmp_path):
     cells = json.loads(vivit("sweep", "attention-order", "--preset", "smoke", "--dry-run", "--json", "--results",
                              str(results)).stdout)["cells"]
     assert {c["run_id"]: c["state"] for c in cells}[old.run_id] == "done"  # kept, not retrained
+
+
+def test_the_seeds_of_a_cell_train_as_one_process_and_a_retry_only_the_seed_that_failed(tmp_path):
+    from vivit_cli.sweep import runner, store as st
+
+    results = tmp_path / "results"
+    p = plan("attention-order", preset="smoke", seeds=3)
+    dep, jobs = p.deps[0], p.cells
+    cells_ = [jobs[i:i + 3] for i in range(0, len(jobs), 3)]  # each cell's seeds 0, 1, 2
+    assert all(len({j.group for j in c}) == 1 for c in cells_) and len({c[0].group for c in cells_}) == len(cells_)
+    _fake_run(results / "attention-order" / cells_[0][1].run_id, {"status": "done", "top1": 0.5})  # done before
+    backend = ScriptedBackend({cells_[1][1].run_id: ["fail", "done"]})  # seed 1 of the second cell: NaN once
+    res = runner.run(p, st.RunStore(results), backend, parallel=1, poll=0.01, live=False)
+    assert res.ok and len(res.done) == len(p.jobs)
+    ids = [[j.run_id for j in c] for c in cells_]
+    assert backend.launches == [[dep.run_id], [ids[0][0], ids[0][2]], ids[1], [ids[1][1]]] + ids[2:]
+    assert backend.lock_fds == [len(x) for x in backend.launches]  # the process holds every seed's lock
+    group = backend.argvs[2]
+    assert group[group.index("--seeds") + 1] == "0,1,2" and group[group.index("--workdir") + 1].endswith("-s{seed}")
+    assert not any(a.startswith("train.seed=") for a in group)  # --seeds replaces it
+    retry = backend.argvs[3]  # one seed: the single-run command, as without groups
+    assert "--seeds" not in retry and "train.seed=1" in retry and retry[-1].endswith(ids[1][1])
+    for k, job in enumerate(cells_[1]):
+        d = results / "attention-order" / job.run_id
+        assert json.loads((d / "cell.json").read_text())["seed"] == k
+        record = json.loads((d / "sweep.json").read_text())
+        assert (record["attempts"], record["failures"]) == ((2, 1) if k == 1 else (1, 0))
+        assert record["command"][1:] == (retry if k == 1 else group)
+    log = (results / "attention-order" / ids[1][2] / "train.log").read_text()
+    assert f"trained together with {ids[1][0]}" in log  # where its (group's) log is
+    # Every seed done: nothing starts again.
+    backend = ScriptedBackend({})
+    assert runner.run(p, st.RunStore(results), backend, poll=0.01, live=False).ok and backend.started == []
+
+
+def test_parallel_counts_processes_not_seeds(tmp_path):
+    from vivit_cli.sweep import runner, store as st
+
+    p = plan("attention-order", preset="smoke", seeds=3)
+    backend = ScriptedBackend({})
+    assert runner.run(p, st.RunStore(tmp_path / "results"), backend, parallel=2, poll=0.01, live=False).ok
+    assert backend.peak == 2 and [len(x) for x in backend.launches] == [1] + [3] * (len(p.cells) // 3)
+
+
+def test_seeds_bad_input_and_the_dry_run_shows_the_group_command(tmp_path):
+    for bad in ("0", "-1", "1.5", "x"):
+        r = vivit("sweep", "attention-order", f"--seeds={bad}", "--dry-run", "--results", str(tmp_path / "r"))
+        assert r.returncode == 2 and r.stderr.startswith("error: --seeds") and len(r.stderr.splitlines()) == 1, r.stderr
+    r = vivit("reproduce", "--seeds", "0", "--results", str(tmp_path / "r"))
+    assert r.returncode == 2 and r.stderr.startswith("error: --seeds") and len(r.stderr.splitlines()) == 1, r.stderr
+    assert not (tmp_path / "r").exists()
+    r = vivit("sweep", "attention-order", "--preset", "smoke", "--seeds", "2", "--dry-run", "--json", "--results",
+              str(tmp_path / "r"))
+    assert r.returncode == 0, r.stderr
+    rows = [c for c in json.loads(r.stdout)["cells"] if c["kind"] == "train"]
+    for a, b in zip(rows[::2], rows[1::2]):  # a cell's two seeds: one command, both in it
+        assert a["commands"] == b["commands"]
+        argv = a["commands"][0]
+        assert argv[argv.index("--seeds") + 1] == "0,1" and argv[argv.index("--workdir") + 1].endswith("-s{seed}")

@@ -128,6 +128,50 @@ def test_kill_9_restart_dependency_sharing_and_report(tmp_path):
     assert json.loads(r.stdout)["counts"] == {"done": 4}
 
 
+def test_seeds_of_a_cell_train_as_one_group_and_resume_after_the_sweep_is_killed(tmp_path):
+    grid = write_grid(tmp_path / "seedgrid.py", RANDOM.format(row="TUBELET_RANDOM"))
+    results = tmp_path / "results"
+    plan = json.loads(subprocess.run(sweep_argv(grid, results, "--seeds", "3", "--dry-run", "--json"),
+                                     capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+    ids = [c["run_id"] for c in plan["cells"]]
+    dirs = [results / "seedgrid" / i for i in ids]
+    assert len(ids) == 3 and len({i.rsplit("-s", 1)[0] for i in ids}) == 1
+
+    log = open(tmp_path / "sweep1.log", "w")
+    proc = subprocess.Popen(sweep_argv(grid, results, "--seeds", "3"), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:  # kill -9 the sweep mid-group, every seed past a checkpoint
+        wait_for(lambda: all(any((d / "checkpoints").glob("[0-9]*")) for d in dirs) and not done(dirs[0]), 240,
+                 "every seed's first checkpoint", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert not any(done(d) for d in dirs)
+    # The group's trainer (SIGTERM from the kernel at its parent's death) holds all three locks until it has saved:
+    # the same command again waits for it, then resumes the group.
+    r = subprocess.run(sweep_argv(grid, results, "--seeds", "3", "--json"), capture_output=True, text=True, cwd=ROOT,
+                       timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert json.loads(r.stdout)["done"] == 3
+    assert sorted(p.name for p in (results / "seedgrid").iterdir()) == sorted(ids)  # one folder per seed
+    first_log = (dirs[0] / "train.log").read_text()
+    assert "3 seeds as one program" in first_log and "resumed from step" in first_log
+    for k, d in enumerate(dirs):
+        s = steps(d)
+        assert s == sorted(set(s)) and s[-1] == 12  # one uninterrupted history per seed
+        assert json.loads((d / "cell.json").read_text())["seed"] == k
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["group"] == ids and (d / summary["predictions"]).is_file()
+        if k:
+            assert f"trained together with {ids[0]}" in (d / "train.log").read_text()
+    r = subprocess.run([sys.executable, "-m", "vivit_cli.cli.app", "status", "--results", str(results), "--json"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert json.loads(r.stdout)["counts"] == {"done": 3}
+
+
 def test_tpu_slice_emulated_multi_host_preempted_and_resumed(tmp_path):
     """The real trainer on 2 jax.distributed processes per slice; the slice is lost after the first checkpoint."""
     grid = write_grid(tmp_path / "tpugrid.py", RANDOM.format(row="TUBELET_RANDOM"))

@@ -19,6 +19,18 @@ ResultsOption = typer.Option("results", "--results", "-r", help="The run store: 
                                                                 "(a local folder or gs://bucket/path).")
 
 
+def parse_seed_count(text) -> int:
+    """`--seeds N`: seeds 0..N-1 of every cell, N a positive integer (one line of error otherwise, exit 2)."""
+    t = str(text).strip()
+    if not t.isdigit() or int(t) < 1:
+        raise VivitError(f"--seeds {text}: expected a number of seeds, a whole number of at least 1 (e.g. --seeds 3)")
+    return int(t)
+
+
+SeedsOption = typer.Option("1", "--seeds", help="Run every cell with seeds 0..N-1; the seeds of a cell train "
+                                                "together, as one program in one process.")
+
+
 def _plan(grid: str, preset, sets, seeds):
     from vivit_cli.sweep import cells, grids
 
@@ -31,14 +43,21 @@ def _dry_run(plan, results: str, backend_name: str, backend_opts, wandb, as_json
 
     store = st.RunStore(results)
     backend = get(backend_name, backend_opts)
+    states = {job.run_id: store.state(job) for job in plan.jobs}
+    groups: dict[str, list] = {}  # the seeds of each cell a sweep would start, together
+    for job in plan.jobs:
+        if runner.slot_state(states[job.run_id]) is runner.SlotState.NEW and states[job.run_id].state != st.SHARED:
+            groups.setdefault(job.group, []).append(job)
     rows = []
     for job in plan.jobs:
-        cur = store.state(job)
+        cur = states[job.run_id]
+        members = groups.get(job.group, [])
+        launch = runner.launch_for(members if any(m.run_id == job.run_id for m in members) else job, store, wandb)
         rows.append({"run_id": job.run_id, "folder": f"{job.grid}/{job.run_id}", "kind": job.kind, "cell": job.cell,
                      "row": job.labels.get("row"), "column": job.labels.get("column"), "seed": job.seed,
                      "overrides": job.overrides, "deps": list(job.deps), "state": cur.state, "error": cur.error,
                      "shared_from": cur.shared_from, "stale": cur.stale, "top1": cur.top1,
-                     "commands": backend.commands(runner.launch_for(job, store, wandb))})
+                     "commands": backend.commands(launch)})
     counts = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -105,7 +124,7 @@ def sweep_command(
     list_grids: bool = typer.Option(False, "--list", help="List the grids and their cell counts."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print every cell (run id, overrides, state); run nothing."),
     as_json: bool = JsonOption,
-    seeds: int = typer.Option(1, "--seeds", help="Run every cell with seeds 0..N-1."),
+    seeds: str = SeedsOption,
     preset: Optional[str] = PresetOption,
     sets: Optional[List[str]] = SetOption,
     backend_name: str = typer.Option("local", "--backend", help="Where cells run: local or tpu."),
@@ -118,7 +137,8 @@ def sweep_command(
     max_attempts: int = typer.Option(3, "--max-attempts", help="Failures of a cell before it is reported failed "
                                                                "and no longer retried."),
 ) -> None:
-    """Run an ablation grid: one `vivit train` per cell, resumable, into results/<grid>/<run-id>/.
+    """Run an ablation grid: one `vivit train` per cell (its seeds together, as one program), resumable, into
+    results/<grid>/<run-id>/.
 
     Rerunning skips done cells, resumes partial ones from their checkpoints and retries failed ones. Use
     `--set scope:key=value` to set a key only in cells whose column/row/cell is `scope`
@@ -126,6 +146,7 @@ def sweep_command(
     """
     from vivit_cli.sweep import backends as be
 
+    seeds = parse_seed_count(seeds)
     if list_grids:
         _list(preset, seeds, as_json)
         return

@@ -39,6 +39,13 @@ class Job:
     deps: tuple[str, ...] = ()  # run ids that must be done first
 
     @property
+    def group(self) -> str:
+        """What the seeds of one cell share (their run ids' prefix): a sweep trains them together, as one group
+        process (`vivit train --seeds`)."""
+        base = self.run_id.rsplit("-s", 1)[0] if self.kind == "train" else self.run_id
+        return f"{self.grid}/{base}"
+
+    @property
     def set_args(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.sets.items()]
 

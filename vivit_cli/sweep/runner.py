@@ -14,17 +14,22 @@ next is decided by two pure functions that tests/test_scheduler.py drives row by
   failed `max_attempts` times                                 report it failed with its error
   new / partial / failed fewer times                          write cell.json, start `vivit train` (it resumes
                                                               from a checkpoint)
+The seeds of one cell are decided one by one, each under its own lock, and the ones `decide` says START for
+start together, as one group process (`vivit train --seeds`, `group_members`) that inherits every one of their
+locks: a cell whose seeds are partly done trains only the others, and a retry retrains only the seed that failed.
 `after_exit(rc, cell, restarts, max_attempts)`: a job that ended
   summary "done" (whatever the exit code)                     done
   exit 143, restarted fewer than MAX_RESTARTS times           preempted or stopped with a checkpoint: start it again
   anything else, fewer than `max_attempts` failures           a failed attempt (sweep.json counts them): retry
   anything else, the `max_attempts`-th failure                failed, with its error
+A group's exit code is each of its seeds' `rc` (every seed's own summary decides for it).
 The result on disk after any interruption is exactly one run folder per cell; running the same sweep again
 finishes what is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import signal
 import threading
@@ -110,6 +115,12 @@ def decide(slot: SlotState, deps: Sequence[SlotState], cell: st.CellState | None
     return Action.START
 
 
+def group_members(actions: Sequence[Action]) -> list[int]:
+    """Which seeds of a cell start, together as one process: those `decide` said START for (a seed done, shared,
+    failed for good or run by another process stays out)."""
+    return [i for i, a in enumerate(actions) if a is Action.START]
+
+
 def after_exit(rc: int, cell: st.CellState, restarts: int, max_attempts: int,
                max_restarts: int = MAX_RESTARTS) -> Action:
     """What a job's end means: `cell` is the store's state after it, `restarts` its preemptions so far."""
@@ -122,21 +133,42 @@ def after_exit(rc: int, cell: st.CellState, restarts: int, max_attempts: int,
 
 # ---- what the trainer is told -------------------------------------------------------------------------
 
-def train_argv(job: Job, store: st.RunStore, wandb: str | None) -> list[str]:
+def train_argv(jobs: Job | Sequence[Job], store: st.RunStore, wandb: str | None) -> list[str]:
+    """`vivit train` for one job, or for the seeds of one cell as one group: `--seeds 0,1,2` and a workdir with
+    {seed} in it, instead of train.seed and one workdir."""
+    jobs = [jobs] if isinstance(jobs, Job) else list(jobs)
+    job, group = jobs[0], len(jobs) > 1
     argv = [job.kind]
     if job.preset:
         argv += ["--preset", job.preset]
     for item in job.set_args:
-        argv += ["--set", item]
-    argv += ["--workdir", store.workdir(job)]
+        if not (group and item.startswith("train.seed=")):
+            argv += ["--set", item]
+    if group:
+        argv += ["--seeds", ",".join(str(j.seed) for j in jobs), "--workdir", seed_pattern(jobs, store)]
+    else:
+        argv += ["--workdir", store.workdir(job)]
     if wandb:
         argv += ["--wandb", wandb]
     return argv
 
 
-def launch_for(job: Job, store: st.RunStore, wandb: str | None, lock_fd: int | None = None) -> Launch:
-    return Launch(run_id=job.run_id, argv=train_argv(job, store, wandb),
-                  env={"VIVIT_RESULTS": store.results_url()}, log_path=store.log_path(job), lock_fd=lock_fd)
+def seed_pattern(jobs: Sequence[Job], store: st.RunStore) -> str:
+    """The workdir of every seed of a group, with {seed} for the seed (run id = <prefix>-s<seed>)."""
+    first, suffix = store.workdir(jobs[0]), f"-s{jobs[0].seed}"
+    pattern = first[:-len(suffix)] + "-s{seed}" if first.endswith(suffix) else ""
+    if not pattern or any(pattern.replace("{seed}", str(j.seed)) != store.workdir(j) for j in jobs):
+        raise ValueError(f"the seeds {[j.run_id for j in jobs]} do not share a workdir pattern")
+    return pattern
+
+
+def launch_for(jobs: Job | Sequence[Job], store: st.RunStore, wandb: str | None,
+               lock_fds: Sequence[int] = ()) -> Launch:
+    """One job's launch, or one for the seeds of a cell (logged to the first seed's train.log)."""
+    jobs = [jobs] if isinstance(jobs, Job) else list(jobs)
+    return Launch(run_id=jobs[0].run_id, argv=train_argv(jobs, store, wandb),
+                  env={"VIVIT_RESULTS": store.results_url()}, log_path=store.log_path(jobs[0]),
+                  lock_fds=tuple(lock_fds))
 
 
 def error_from_log(path) -> str | None:
@@ -161,9 +193,11 @@ class Slot:
     job: Job
     row: Row
     state: SlotState = SlotState.NEW
-    handle: object = None  # the backend's, while RUNNING
+    handle: object = None  # the backend's, while RUNNING (the same for every seed of a group process)
     lock: st.Lock | None = None  # the cell's lock, held while RUNNING (the trainer shares it)
     restarts: int = 0
+    argv: list[str] = field(default_factory=list)  # what was started for it (a group's command)
+    log: object = None  # where its process logs (a group's: its first seed's train.log)
 
     def show(self, state: SlotState, **row) -> None:
         self.state = state
@@ -190,19 +224,44 @@ def dep_states(s: Slot, by_id: dict[str, list[Slot]]) -> list[SlotState]:
     return [d.state for dep in s.job.deps for d in by_id.get(dep, [])]
 
 
-def try_start(s: Slot, deps: list[SlotState], store: st.RunStore, backend: Backend, wandb: str | None) -> bool:
-    """Does what `decide` says for a job not running yet; True when it started it."""
-    action, cell = decide(s.state, deps), None
-    if action is Action.LOOK:
-        with store.locked(s.job) as held:
-            cell = store.state(s.job, check_lock=False) if held else None  # under the lock: the truth now
-            action = decide(s.state, deps, cell)
-            if action is Action.SHARE:
-                store.share(s.job, store.shared_source(s.job))
-            elif action is Action.START:
-                store.prepare(s.job)
-                s.handle = backend.start(launch_for(s.job, store, wandb, held.fd))
-                s.lock = held.hand_over()  # the job keeps the lock past this block; `finish` releases it
+def try_start(group: list[Slot], deps: list[SlotState], store: st.RunStore, backend: Backend,
+              wandb: str | None) -> bool:
+    """Does what `decide` says for the seeds of one cell not running yet, each under its own lock; the ones it
+    says START for start as one process (`group_members`), which inherits all their locks. True when one started."""
+    with contextlib.ExitStack() as stack:
+        actions, cells, held = [], [], []
+        for s in group:
+            action, cell, lock = decide(s.state, deps), None, None
+            if action is Action.LOOK:
+                lock = stack.enter_context(store.locked(s.job))
+                cell = store.state(s.job, check_lock=False) if lock else None  # under the lock: the truth now
+                action = decide(s.state, deps, cell)
+                if action is Action.SHARE:
+                    store.share(s.job, store.shared_source(s.job))
+            actions.append(action)
+            cells.append(cell)
+            held.append(lock)
+        starting = group_members(actions)
+        if starting:
+            jobs = [group[i].job for i in starting]
+            for job in jobs:
+                store.prepare(job)
+            launch = launch_for(jobs, store, wandb, [held[i].fd for i in starting])
+            for job in jobs[1:]:  # one process, one log: the other seeds' logs say where it is
+                store.append_log(job, f"trained together with {jobs[0].run_id} as one group process "
+                                      f"(`vivit train --seeds`): its log is {launch.log_path}")
+            handle = backend.start(launch)
+            for i in starting:
+                s = group[i]
+                s.handle, s.argv, s.log = handle, launch.argv, launch.log_path
+                s.lock = held[i].hand_over()  # the job keeps the lock past this block; `finish` releases it
+    for s, action, cell in zip(group, actions, cells):
+        show_decision(s, action, cell, store)
+    return bool(starting)
+
+
+def show_decision(s: Slot, action: Action, cell: st.CellState | None, store: st.RunStore) -> None:
+    """The slot's state after `decide`'s `action`."""
     if action is Action.BLOCK:
         s.show(SlotState.BLOCKED, error="a dependency failed")
     elif action is Action.WAIT_LOCKED:
@@ -216,14 +275,13 @@ def try_start(s: Slot, deps: list[SlotState], store: st.RunStore, backend: Backe
     elif action is Action.START:
         s.show(SlotState.RUNNING, started=time.time(), ended=None, error=None, step=cell.step,
                note="resuming" if cell.state == st.PARTIAL else "")
-    return action is Action.START
 
 
 def finish(s: Slot, rc: int, store: st.RunStore, wandb: str | None) -> None:
     """Records how a job ended (sweep.json) and what comes next for it."""
     cell = store.state(s.job, check_lock=False)
     s.row.ended = time.time()
-    command = ["vivit", *train_argv(s.job, store, wandb)]
+    command = ["vivit", *s.argv]
     action = after_exit(rc, cell, s.restarts, store.max_attempts)
     if action is Action.DONE:
         store.record(s.job, "done", rc=rc, command=command)
@@ -233,7 +291,7 @@ def finish(s: Slot, rc: int, store: st.RunStore, wandb: str | None) -> None:
         s.restarts += 1
         s.show(SlotState.NEW, note=f"preempted x{s.restarts}, resuming")
     else:
-        error = failure_reason(cell, s.handle, store.log_path(s.job), rc)
+        error = failure_reason(cell, s.handle, s.log, rc)
         store.record(s.job, "failed", rc=rc, error=error, command=command)
         if action is Action.GIVE_UP:
             s.show(SlotState.FAILED, error=f"{error} ({cell.failures + 1} attempts)")
@@ -244,23 +302,39 @@ def finish(s: Slot, rc: int, store: st.RunStore, wandb: str | None) -> None:
 
 
 def poll_running(slots: list[Slot], store: st.RunStore, backend: Backend, wandb: str | None) -> None:
+    codes: dict[int, int | None] = {}  # one poll per process: a group's seeds share it
     for s in slots:
         if s.state is not SlotState.RUNNING:
             continue
-        rc = backend.poll(s.handle)
-        if rc is not None:
-            finish(s, rc, store, wandb)
+        key = id(s.handle)
+        if key not in codes:
+            codes[key] = backend.poll(s.handle)
+        if codes[key] is not None:
+            finish(s, codes[key], store, wandb)
         elif not store.remote:  # a gs:// metrics.jsonl is not worth a request every poll
             s.row.step = store.last_step(s.job) or s.row.step
 
 
+def groups_of(slots: list[Slot]) -> list[list[Slot]]:
+    """The slots of each cell's seeds (`Job.group`), in the plan's order."""
+    groups: dict[str, list[Slot]] = {}
+    for s in slots:
+        groups.setdefault(s.job.group, []).append(s)
+    return list(groups.values())
+
+
+def running_processes(slots: list[Slot]) -> int:
+    return len({id(s.handle) for s in slots if s.state is SlotState.RUNNING})
+
+
 def start_what_may_start(slots: list[Slot], by_id: dict[str, list[Slot]], parallel: int, store: st.RunStore,
                          backend: Backend, wandb: str | None) -> None:
-    active = sum(s.state is SlotState.RUNNING for s in slots)
-    for s in slots:
+    """Starts cells while fewer than `parallel` processes run (a group of seeds is one)."""
+    active = running_processes(slots)
+    for group in groups_of(slots):
         if active >= parallel:
             break
-        if try_start(s, dep_states(s, by_id), store, backend, wandb):
+        if try_start(group, dep_states(group[0], by_id), store, backend, wandb):
             active += 1
 
 
@@ -268,8 +342,8 @@ def stop_running(slots: list[Slot], backend: Backend) -> None:
     """Ctrl-C / SIGTERM: asks every running job to checkpoint and stop, and waits for it, so the next sweep
     resumes instead of starting over."""
     running = [s for s in slots if s.state is SlotState.RUNNING]
-    for s in running:
-        backend.stop(s.handle)
+    for handle in {id(s.handle): s.handle for s in running}.values():  # a group's process once
+        backend.stop(handle)
     deadline = time.time() + STOP_GRACE
     for s in running:
         while backend.poll(s.handle) is None and time.time() < deadline:

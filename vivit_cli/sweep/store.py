@@ -249,6 +249,14 @@ class RunStore:
         if read_json(d / "cell.json") != json.loads(json.dumps(record, default=str)):
             write_json(d / "cell.json", record)
 
+    def append_log(self, job: Job, line: str) -> None:
+        """Adds one dated line to the job's train.log (a seed trained in another seed's group process: where its
+        log is)."""
+        path = self.log_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+
     def record(self, job: Job, outcome: str, *, rc: int | None, error: str | None = None,
                command: list[str] | None = None) -> None:
         """Appends an attempt to sweep.json: what ran, how it ended, how many failures so far."""

@@ -21,13 +21,14 @@ PREEMPTED = 143  # `vivit train`'s exit code after SIGTERM + checkpoint (see viv
 
 @dataclass
 class Launch:
-    """What to run for one job: `vivit <argv...>` in `workdir`, output to `log_path`."""
+    """What to run for one job, or the seeds of one cell as one group process: `vivit <argv...>`, output to
+    `log_path`; the child inherits `lock_fds` (every seed's cell lock)."""
 
-    run_id: str
+    run_id: str  # the job's (a group's first seed's)
     argv: list[str]  # after `vivit`: ["train", "--preset", ..., "--set", ..., "--workdir", ...]
     env: dict[str, str]  # extra environment variables for the trainer
     log_path: Any
-    lock_fd: int | None = None
+    lock_fds: tuple[int, ...] = ()
 
 
 class Backend:

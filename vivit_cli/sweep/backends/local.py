@@ -47,7 +47,7 @@ class LocalBackend(Backend):
             return subprocess.Popen(
                 vivit_command(self.python) + launch.argv, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, env={**os.environ, **launch.env},
-                pass_fds=(launch.lock_fd,) if launch.lock_fd is not None else (),
+                pass_fds=tuple(launch.lock_fds),
                 # Own session: a Ctrl-C at the terminal reaches only the sweep, which then sends SIGTERM (the
                 # trainer checkpoints on SIGTERM; on SIGINT it would just stop).
                 start_new_session=True,
