@@ -45,7 +45,8 @@ def test_a_seed_axis_of_one_is_no_axis_at_all():
     stacked = three.stack_host(trees)
     assert stacked["b"]["c"].shape == (3, 2, 2)
     back = three.split_host(stacked)
-    assert all(np.array_equal(x, y) for t, u in zip(trees, back) for x, y in zip(jax.tree.leaves(t), jax.tree.leaves(u)))
+    pairs = [(x, y) for t, u in zip(trees, back) for x, y in zip(jax.tree.leaves(t), jax.tree.leaves(u))]
+    assert all(np.array_equal(x, y) for x, y in pairs)
     assert tuple(three.sharding(s).spec) == (None, "data")  # the seed axis in front, split over no device
 
 
@@ -265,8 +266,8 @@ def _cli(*args):
 @pytest.mark.slow
 def test_kill_9_during_a_group_then_the_same_command_finishes_every_seed_once(tmp_path):
     sets = ["--set", "train.steps=40", "--set", "run.checkpoint_every=2", "--set", "run.log_every=1"]
-    straight = subprocess.run(_cli(*sets, "--seeds", "0,1,2", "--workdir", str(tmp_path / "straight-s{seed}"), "--json"),
-                              capture_output=True, text=True, timeout=300)
+    straight = subprocess.run(_cli(*sets, "--seeds", "0,1,2", "--workdir", str(tmp_path / "straight-s{seed}"),
+                                   "--json"), capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr[-2000:]
     reference = json.loads(straight.stdout)
     assert [s["status"] for s in reference] == ["done"] * 3

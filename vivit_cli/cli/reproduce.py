@@ -25,7 +25,8 @@ def reproduce_command(
                                                    "together, as one program in one process)."),
     sets: Optional[List[str]] = SetOption,
     results: str = ResultsOption,
-    parallel: int = typer.Option(2, "--parallel", "-j", help="Cells at once (2 suits a 2-core machine: a tiny model's step leaves cores idle)."),
+    parallel: int = typer.Option(2, "--parallel", "-j", help="Cells at once (2 suits a 2-core machine: a tiny "
+                                                             "model's step leaves cores idle)."),
     fmt: str = typer.Option("table", "--format", "-f", help="How to print the tables: table, markdown, csv, latex, "
                                                             "json."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Also write the tables to this file."),

@@ -50,7 +50,8 @@ def _seed_configs(cfg, seeds_text: str | None, workdir: str | None):
 
     seeds = parse_seeds(seeds_text) if seeds_text is not None else [cfg.train.seed]
     if workdir and len(seeds) > 1 and "{seed}" not in workdir:
-        raise VivitError(f"--workdir {workdir}: several --seeds need a {{seed}} in the workdir (e.g. {workdir}-s{{seed}})")
+        raise VivitError(f"--workdir {workdir}: several --seeds need a {{seed}} in the workdir "
+                         f"(e.g. {workdir}-s{{seed}})")
     cfgs = [cfg.replace(train=dataclasses.replace(cfg.train, seed=k)) for k in seeds]
     dirs = [workdir.replace("{seed}", str(c.train.seed)) if workdir else f"results/train/{config.config_hash(c)}"
             for c in cfgs]

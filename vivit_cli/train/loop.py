@@ -247,7 +247,8 @@ def _train(seeds: list[Seed], task, perf) -> None:
         # ---- Final evaluation and summaries ---------------------------------------------------------
         finals = final_summaries(seeds, task, c, state["params"], clock, compiled, perf)
         for s, (summary, predictions) in live(seeds, finals):
-            s.log.write({"step": total, "top1": summary["top1"], "top5": summary["top5"], "split": summary["eval_split"]})
+            s.log.write({"step": total, "top1": summary["top1"], "top5": summary["top5"],
+                         "split": summary["eval_split"]})
             s.wandb.log({"eval/top1": summary["top1"], "eval/top5": summary["top5"]}, total)
             s.wandb.finish(summary)
             if main:
@@ -255,7 +256,8 @@ def _train(seeds: list[Seed], task, perf) -> None:
                 write_json(s.workdir / "summary.json", summary)  # last: its presence means "done"
             s.summary = summary
             progress.message(f"{prefix(s, k)}done: top1 {summary['top1']:.4f}  top5 {summary['top5']:.4f}  "
-                             f"({summary['eval_videos']} {summary['eval_split']} clips)  train {clock.train_seconds:.1f}s")
+                             f"({summary['eval_videos']} {summary['eval_split']} clips)  "
+                             f"train {clock.train_seconds:.1f}s")
     except BaseException:
         for s in seeds:
             s.wandb.finish(failed=True)  # no-op for a seed finished already
