@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_check_smoke_writes_its_report(tmp_path):
     r = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out", str(tmp_path),
-                        "--budget", "25", "--big-batch", "0", "--repeats", "1"],
+                        "--budget", "45", "--big-batch", "0", "--repeats", "1"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     payload = json.loads((tmp_path / "gpu_check.json").read_text())
