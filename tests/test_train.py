@@ -174,7 +174,10 @@ def test_wandb_online_without_a_key_is_a_one_line_error(tmp_path, monkeypatch):
     from vivit_cli.errors import VivitError
     from vivit_cli.train.wandb_log import WandbLogger
 
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+    import wandb
+
+    wandb.teardown()  # wandb keeps the settings (an API key) of an earlier test's run in this process
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_SERVICE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from a previous `wandb login`
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))

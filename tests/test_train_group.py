@@ -244,7 +244,11 @@ def test_a_group_logs_to_wandb_one_run_per_seed(tmp_path):
     from vivit_cli.train.wandb_log import read_offline_run
 
     dirs = [tmp_path / f"wb{k}" for k in range(2)]
-    out = h.run_synthetic_group(dirs, ["run.wandb=offline", "train.steps=4", "run.checkpoint_every=4"])
+    # In a process of its own: wandb's service would outlive the test here (and its env var reach later
+    # subprocesses, which then share it).
+    r = h.subprocess_run(dirs, ["run.wandb=offline", "train.steps=4", "run.checkpoint_every=4"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("SUMMARY "))[8:])
     ids = set()
     for wd, s in zip(dirs, out):
         runs = sorted((wd / "wandb").glob("offline-run-*"))

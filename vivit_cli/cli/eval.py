@@ -37,7 +37,8 @@ def eval_command(
     """Evaluate a checkpoint with multi-view testing: top-1, top-5, mean class accuracy, throughput.
 
     The result is added to eval.json beside the checkpoint's config.json under "<split>@<T>x<S>"
-    (other keys are kept). A failed evaluation writes nothing.
+    (other keys are kept), each clip's predicted classes to predictions/eval/<split>@<T>x<S>.npz beside it. A
+    failed evaluation writes nothing.
     """
     from vivit_cli.eval import evaluate_checkpoint
 
@@ -67,7 +68,8 @@ def eval_command(
         table.add_row(k, v)
     console().print(table)
     if run.eval_json:
-        console().print(f"wrote {run.eval_json} ({run.key})", markup=False, highlight=False)
+        console().print(f"wrote {run.eval_json} ({run.key}) and the per-clip {e['predictions']}", markup=False,
+                        highlight=False)
 
 
 def predict_command(
