@@ -43,6 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vivit_cli import runtime
+from vivit_cli.data.batches import masked_batch
 from vivit_cli.errors import VivitError
 from vivit_cli.eval.results import predictions_path, write_predictions
 from vivit_cli.io import as_path, read_json, write_json, write_text
@@ -514,8 +515,7 @@ def evaluate(cfg, task, c: Compiled, params) -> list[dict[str, Any]]:
     for _ in range(eval_batch_count(task.num_examples(split), b, pcount)):
         local = next(it, None)
         if local is None:  # this process's shard is exhausted; the others may still have clips
-            local = {"video": np.zeros(shape, np.float32), "label": np.zeros(b, np.int32),
-                     "index": np.full(b, -1, np.int32), "mask": np.zeros(b, bool)}
+            local = masked_batch(b, shape[1:])
         batch = mesh_lib.global_batch({k: local[k] for k in keys}, c.batch_sharding)
         outs.append(c.eval(params, batch))
     per_seed = zip(*(c.seeds.split_host(o) for o in jax.device_get(outs)))  # [seed][batch] -> its outputs
