@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -193,12 +192,6 @@ def test_sigterm_saves_a_checkpoint_then_the_run_resumes(reference, tmp_path):
     assert s["status"] == "done" and s["steps"] == 400
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
 def test_same_loss_curve_on_1_device_8_devices_and_2_processes_x_2_devices(reference, tmp_path):
     one = h.losses(reference[0])
     # 8 devices: pure data parallel, then a 4 x 2 mesh whose "model" axis shards the larger parameters.
@@ -213,19 +206,7 @@ def test_same_loss_curve_on_1_device_8_devices_and_2_processes_x_2_devices(refer
     h.run_synthetic(tmp_path / "plain", wide)
     assert np.allclose(h.losses(tmp_path / "fsdp"), h.losses(tmp_path / "plain"), atol=1e-5)
 
-    port = _free_port()
-    procs = [h.subprocess_run(tmp_path / "mp", env={
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "VIVIT_COORDINATOR": f"localhost:{port}",
-        "VIVIT_NUM_PROCESSES": "2", "VIVIT_PROCESS_ID": str(i), "VIVIT_INIT_TIMEOUT": "60"}, wait=False)
-        for i in (0, 1)]
-    try:
-        outs = [p.communicate(timeout=150) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-2000:]
+    outs = h.two_processes(tmp_path / "mp", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert "2x2 cpu" in outs[0][1]
     assert np.allclose(h.losses(tmp_path / "mp"), one, atol=1e-5)
     _check_predictions(tmp_path / "mp")  # both processes' rows, written once by process 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -187,21 +186,8 @@ def test_a_group_on_2_devices_and_on_2_processes_matches_one_device(tmp_path):
     r = h.subprocess_run(two, env={"VIVIT_NUM_CPU_DEVICES": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "1x2 cpu" in r.stderr and "3 seeds as one program" in r.stderr
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        port = sock.getsockname()[1]
     mp = [tmp_path / f"mp{k}" for k in range(2)]  # two seeds: two processes on 2 cores are slow enough
-    procs = [h.subprocess_run(mp, env={"VIVIT_COORDINATOR": f"localhost:{port}", "VIVIT_NUM_PROCESSES": "2",
-                                       "VIVIT_PROCESS_ID": str(i), "VIVIT_INIT_TIMEOUT": "60"}, wait=False)
-             for i in (0, 1)]
-    try:
-        outs = [p.communicate(timeout=400) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-2000:]
+    outs = h.two_processes(mp, timeout=400)
     assert "2x1 cpu" in outs[0][1]
     for k in range(3):
         ref = _losses(one[k])

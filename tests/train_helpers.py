@@ -175,3 +175,26 @@ def subprocess_run(workdir, extra=(), env=None, timeout=120, wait=True, more=())
 def losses(workdir) -> list[float]:
     rows = [json.loads(line) for line in Path(workdir, "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if "loss" in r]
+
+
+def two_processes(workdir, env=None, timeout=150) -> list[tuple[str, str]]:
+    """`run_synthetic` on 2 processes over jax.distributed on localhost (process 0 logs); asserts both exit 0 and
+    returns their (stdout, stderr)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess_run(workdir, env={**(env or {}), "VIVIT_COORDINATOR": f"localhost:{port}",
+                                          "VIVIT_NUM_PROCESSES": "2", "VIVIT_PROCESS_ID": str(i),
+                                          "VIVIT_INIT_TIMEOUT": "60"}, wait=False)
+             for i in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    return outs
