@@ -410,3 +410,27 @@ def test_equalize_spreads_a_low_contrast_clip_monotonically():
         assert np.all(np.diff(out[..., c].ravel()[order]) >= 0)
     flat = np.full((2, 8, 8, 3), 77.0, np.float32)
     np.testing.assert_array_equal(T.equalize(flat), flat)  # one colour: nothing to spread
+
+
+@pytest.mark.slow
+def test_profile_run_accounts_for_the_wall_time(tmp_path):
+    """benchmarks/profile_run.py end to end (smoke preset): every phase is timed and the rows add up to the wall."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "profile.json"
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "benchmarks/profile_run.py", "--preset", "smoke", "--rounds", "1",
+                        "--pipeline-seconds", "1", "--json", str(out)], cwd=root, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    cold, warm = report["runs"]
+    assert "persistent cache" in warm["summary"]["perf"]["compile_source"]
+    for run in (cold, warm):
+        assert not run["timers"].get("missing"), run["timers"]["missing"]
+        rows = run["breakdown"]
+        assert all(v is not None for _, v, _ in rows)
+        assert sum(v for _, v, _ in rows) == pytest.approx(run["wall_s"], rel=1e-6)
+    assert report["pipeline"][0]["clips_per_s"] > 0
