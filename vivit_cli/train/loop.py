@@ -226,7 +226,7 @@ def _train(seeds: list[Seed], task, perf) -> None:
                 return
             if eval_now:
                 with clock.pause():  # eval time is not training time
-                    for record, ev in zip(records, evaluate(cfg, task, c, state["params"])):
+                    for record, ev in zip(records, evaluate(cfg, task, c, state["params"], split=cfg.data.val_split)):
                         record["top1"] = ev["top1"]
             if log_now or eval_now:
                 for s, record in live(seeds, records):
@@ -492,8 +492,8 @@ def log_interval(pending: list, step: int, clock, axis) -> list[dict[str, Any]]:
     return records
 
 
-def evaluate(cfg, task, c: Compiled, params) -> list[dict[str, Any]]:
-    """Per seed: top1/top5 over the eval split (every process its shard, padded to the same number of batches;
+def evaluate(cfg, task, c: Compiled, params, split: str | None = None) -> list[dict[str, Any]]:
+    """Per seed: top1/top5 over `split` (default the eval split; train.eval_every's evaluations use the val split) (every process its shard, padded to the same number of batches;
     a group's seeds all on the same batches, in one vmapped program), every clip's best classes (`predictions`:
     index, label, top5, sorted by index; the same on every process), and the compiled eval step's time per clip
     and model on the last batch (the paper's runtime column)."""
@@ -506,7 +506,7 @@ def evaluate(cfg, task, c: Compiled, params) -> list[dict[str, Any]]:
 
     pid, pcount, b = jax.process_index(), jax.process_count(), c.local_batch
     views = (1, 1) if task.kind == "image" else config.parse_views(cfg.data.eval_views)
-    split = cfg.data.eval_split
+    split = split or cfg.data.eval_split
     it = task.eval_iterator(cfg, split=split, views=views, batch_size=b, shard_index=pid, shard_count=pcount)
     frames = 1 if task.kind == "image" else cfg.data.frames
     shape = (b, 1 if task.kind == "image" else views[0] * views[1], frames, cfg.data.crop, cfg.data.crop, 3)
