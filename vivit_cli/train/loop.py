@@ -553,6 +553,8 @@ def save(seeds: list[Seed], c: Compiled, step: int, state, *, rng, train_seconds
         meta = {"step": step, "rng": rngs[i].tolist(), "data_states": _gather_json(s.data.get_state()),
                 "train_seconds": train_seconds, "config_hash": config.config_hash(s.cfg)}
         s.ckpt.save(step, c.take(state, i), meta)
+        if runtime.multi_process():  # Orbax's multi-host barriers are keyed per process, not per checkpointer:
+            s.ckpt.wait()  # two seeds' saves in flight at once collide ("barrier is already ongoing")
         s.log.flush()  # remote logs are written in batches: never let one lag behind a checkpoint
 
 
