@@ -188,6 +188,9 @@ def test_tfds_source_built_locally(tmp_path):
                data__eval_split="test")
     src = sources.open_source(cfg.data.source, data_dir=str(tmp_path), frames=4, crop=16)
     assert src.label_names == ("left", "right", "still") and src.num_examples("train") == 9
+    reader, label, segment = src.split("train").example(4)  # labels come from the split, not patched on readers
+    assert not hasattr(reader, "label") and segment is None and label == src.split("train").label(4)
+    assert reader.frames(np.array([0]))[0].mean(axis=(0, 1)).argmax() == label % 3
     b = next(pipeline.train_iterator(cfg, batch_size=3, seed=0, source=src))
     assert b["video"].shape == (3, 4, 16, 16, 3)
     assert (b["video"].mean(axis=(1, 2, 3))[:, :3].argmax(-1) == b["label"] % 3).all()

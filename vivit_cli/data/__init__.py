@@ -1,4 +1,4 @@
-"""Video data: sources (embedded, folder, csv, ssv2, tfds, npy) and the grain input pipeline.
+"""Video data: sources (a registry of kinds: `sources/`) and the grain input pipeline.
 
 Importing this package is cheap (no grain, PyAV or JAX until a function needs them); see
 docs/DESIGN.md "Data" for the interface.

@@ -43,28 +43,35 @@ def still_images(cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
     keep = np.ones(len(sp), bool)
     for i in range(len(sp)):
         try:
-            reader = sp.reader(i)
+            reader, label, _ = sp.example(i)
             frame = reader.frames(np.array([reader.num_frames // 2]))
         except sources.DecodeError:
             keep[i] = False
             continue
         images[i] = T.to_unit_range(T.spatial_views(frame, spec, 1)[0][0])
-        labels[i] = getattr(reader, "label", None) if getattr(reader, "label", None) is not None else sp.label(i)
+        labels[i] = np.ravel(label)[0]  # a multi-head source's image label is its first head's
     return images[keep], labels[keep]
 
 
 def describe_source(src: sources.Source) -> dict:
     """What `vivit data inspect` prints: clips per split, classes, frame counts, resolution, failures."""
     out = {"source": src.spec, "kind": src.kind, "num_classes": src.num_classes,
+           "heads": {name: len(names) for name, names in src.heads},
            "label_names": list(src.label_names), "splits": {}, "decode_failures": len(src.failures),
            "files_scanned": src.scanned, "failures": [{"file": f, "problem": p} for f, p in src.failures[:50]],
            **({"info": src.info} if src.info else {})}
     for name, sp in src.splits.items():
         entry = {"clips": len(sp)}
         if len(sp.labels):  # TFDS labels are only read with their clips
-            entry["per_class"] = np.bincount(sp.labels, minlength=src.num_classes).tolist()
+            per_head = np.asarray(sp.labels).reshape(len(sp.labels), -1).T
+            counts = [np.bincount(lab, minlength=size).tolist() for lab, size in zip(per_head, src.head_sizes)]
+            entry["per_class"] = counts[0]
+            if len(src.heads) > 1:
+                entry["per_head_class"] = {head: c for (head, _), c in zip(src.heads, counts)}
+        if sp.segments is not None:
+            entry["segments"] = len(sp.segments)
         if isinstance(sp, sources.VideoSplit) and sp.metas:
-            counts = np.array([m["num_frames"] for m in sp.metas])
+            counts = np.array(sp.frame_counts())
             entry["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
             sizes = sorted({f"{m['width']}x{m['height']}" for m in sp.metas})
             entry["resolutions"] = sizes[:10]

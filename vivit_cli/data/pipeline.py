@@ -62,14 +62,14 @@ class TrainMap:
     def __call__(self, index, rng: np.random.Generator):
         index = int(index)
         try:
-            reader = self.split.reader(index)
+            reader, label, _ = self.split.example(index)
             start = T.random_start(rng, reader.num_frames, self.spec)
             frames = reader.frames(T.frame_indices(start, self.spec, reader.num_frames))
         except DecodeError as e:
             self.skips.record(index, str(e))
             return _SKIP
         clip = T.random_crop(frames, rng, self.spec)
-        return {"video": T.augment(clip, rng, self.spec), "label": np.int32(_label(self.split, reader, index))}
+        return {"video": T.augment(clip, rng, self.spec), "label": np.asarray(label, np.int32)}
 
 
 class BatchTrainMap:
@@ -105,12 +105,6 @@ class BatchTrainMap:
             video = clips
         labels = np.asarray(self.split.labels)[indices].astype(np.int32)
         return {"video": video, "label": labels}
-
-
-def _label(split: Split, reader, index: int) -> int:
-    # Readers of record-based sources (TFDS) carry the label read with the clip.
-    label = getattr(reader, "label", None)
-    return split.label(index) if label is None else label
 
 
 def _is_kept(x) -> bool:
@@ -196,7 +190,7 @@ def train_iterator(cfg, *, batch_size: int, shard_index: int = 0, shard_count: i
         raise VivitError(f"{src.spec}: split {split.name} has {len(split)} clips, fewer than one global batch "
                          f"({shard_count} x {batch_size})")
     order = GlobalOrder(len(split), seed, batch_size, shard_index, shard_count)
-    if isinstance(split, ArraySplit) and cfg.data.workers == 0:
+    if isinstance(split, ArraySplit) and split.segments is None and cfg.data.workers == 0:
         ds = grain.MapDataset.source(order).batch(batch_size, drop_remainder=True)
         ds = ds.map(BatchTrainMap(split, clip_spec(cfg), seed + 1))
         return TrainIterator(ds.to_iter_dataset(read_options=_read_options(split)), clips_per_element=batch_size)
@@ -220,7 +214,7 @@ class EvalMap:
         index = int(index)
         n_t, n_s = self.views
         try:
-            reader = self.split.reader(index)
+            reader, label, _ = self.split.example(index)
             starts = T.even_starts(reader.num_frames, self.spec, n_t)
             wanted = np.concatenate([T.frame_indices(s, self.spec, reader.num_frames) for s in starts])
             frames = reader.frames(wanted)
@@ -229,7 +223,7 @@ class EvalMap:
             return _SKIP
         clips = frames.reshape(n_t, self.spec.frames, *frames.shape[1:])
         views = [v for clip in clips for v in T.spatial_views(clip, self.spec, n_s)]
-        return {"video": T.to_unit_range(np.stack(views)), "label": np.int32(_label(self.split, reader, index)),
+        return {"video": T.to_unit_range(np.stack(views)), "label": np.asarray(label, np.int32),
                 "index": np.int32(index), "mask": np.bool_(True)}
 
 

@@ -33,7 +33,8 @@ def _clip_sizes(split):
     if isinstance(split, sources.VideoSplit):
         from vivit_cli.data.video import target_size
 
-        return [(m["num_frames"], *target_size(m["height"], m["width"], split.short_side)) for m in split.metas]
+        return [(t, *target_size(m["height"], m["width"], split.short_side))
+                for t, m in zip(split.frame_counts(), split.metas)]
     if len(split) == 0:
         return []
     reader = split.reader(0)  # e.g. TFDS: decoding every example to size it would be a second pass
