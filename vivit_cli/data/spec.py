@@ -12,8 +12,16 @@ KINDS = {
                "decoded with PyAV"),
     "csv": ("csv:PATH", "CSV rows path,label[,split] (Kinetics style); PATH is a .csv or a folder with "
             "train.csv/val.csv/test.csv; paths relative to the CSV"),
-    "ssv2": ("ssv2:PATH", "Something-Something v2: the folder with its labels/train/validation JSON files "
-             "and the <id>.webm videos"),
+    "ssv2": ("ssv2:PATH", "Something-Something v2: labels.json, train.json, validation.json (in PATH or "
+             "PATH/labels/, optionally prefixed something-something-v2-) and the <id>.webm videos"),
+    "kinetics": ("kinetics:PATH", "Kinetics 400/600/700 as distributed: PATH/annotations/{train,val,test}.csv "
+                 "(label,youtube_id,time_start,time_end,split[,is_cc]) and PATH/{train,val,test}/[<class>/]"
+                 "{youtube_id}_{start:06d}_{end:06d}.mp4; missing videos are counted skips"),
+    "epic": ("epic:PATH", "Epic-Kitchens-100: EPIC_100_train.csv / EPIC_100_validation.csv over "
+             "PATH/<participant>/rgb_frames/<video_id>/ or PATH/<participant>/videos/<video_id>.MP4; one example per "
+             "action segment, two heads (verb 97, noun 300)"),
+    "mit": ("mit:PATH", "Moments in Time: moments_categories.txt, trainingSet.csv / validationSet.csv "
+            "(filename,label,...) over PATH/training/ and PATH/validation/"),
     "tfds": ("tfds:NAME", "a TensorFlow Datasets video dataset prepared under data.data_dir, read with "
              "tfds.data_source (array_record; no TensorFlow needed for Tensor features)"),
     "npy": ("npy:PATH", "preprocessed clips: a .npz, or a folder of .npy files, with <split>_video uint8 "

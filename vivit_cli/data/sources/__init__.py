@@ -7,7 +7,7 @@ video-file kinds share; each kind is its own module, registered by importing it 
 from __future__ import annotations
 
 from ..video import DecodeError
-from . import csv_rows, embedded, folder, npy, ssv2, tfds  # noqa: F401  (each registers its opener)
+from . import csv_rows, embedded, epic, folder, kinetics, mit, npy, ssv2, tfds  # noqa: F401  (each registers its opener)
 from .base import (
     SPLIT_ALIASES,
     VIDEO_EXTENSIONS,

@@ -111,9 +111,14 @@ class VideoSplit(Split):
     short_side: int | None = None
 
     def open_reader(self, i: int):
+        if self.metas[i].get("frames_dir"):
+            from ..frames import FrameFolderReader
+
+            return FrameFolderReader(self.paths[i], self.metas[i], self.short_side)
         from ..video import VideoReader
 
-        return VideoReader(self.paths[i], self.metas[i], self.short_side)
+        # Segments sit anywhere in a long video: seek to them rather than decode everything before.
+        return VideoReader(self.paths[i], self.metas[i], self.short_side, seek=self.segments is not None)
 
     def frame_counts(self) -> list[int]:
         """Frames of each example: its segment's length, or the whole video's."""

@@ -57,3 +57,45 @@ def open_csv(arg: str, ctx: OpenContext) -> Source:
         raise VivitError(f"data.source=csv:{arg}: no rows")
     labels = sorted_labels(label for _, _, label in items)
     return video_source("csv", f"csv:{arg}", by_name(items, labels), labels, ctx, {})
+
+
+def read_table(path: Path, required: tuple[str, ...], known: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, {column: value}) of an annotation CSV with a header row. The header must name every
+    `required` column and nothing outside `known` (a file of another dataset or version is refused, not guessed);
+    a row with another number of fields than the header is bad input too."""
+    if not path.is_file():
+        raise VivitError(f"{path}: missing annotation file")
+    rows = read_rows(path)
+    if not rows:
+        raise VivitError(f"{path}: empty annotation file (expected a header {','.join(required)},...)")
+    header = rows[0]
+    unknown = [c for c in header if c not in known]
+    missing = [c for c in required if c not in header]
+    if unknown or missing:
+        what = f"unknown columns {','.join(unknown)}" if unknown else f"no column {','.join(missing)}"
+        raise VivitError(f"{path}: {what} (expected {','.join(known)})")
+    out = []
+    for lineno, row in enumerate(rows[1:], 2):
+        if not any(row):
+            continue
+        if len(row) != len(header):
+            raise VivitError(f"{path}:{lineno}: {len(row)} fields, the header has {len(header)} ({','.join(row)[:120]!r})")
+        out.append((lineno, dict(zip(header, row))))
+    return out
+
+
+def number(path: Path, lineno: int, row: dict[str, str], column: str, kind=float):
+    try:
+        return kind(row[column])
+    except ValueError:
+        raise VivitError(f"{path}:{lineno}: {column}={row[column]!r} is not a number") from None
+
+
+def check_segment(where: str, start, stop, unit: str) -> None:
+    """Segments given by annotations: from >= 0, and stop after start."""
+    if start < 0:
+        raise VivitError(f"{where}: segment out of range (starts at {start} {unit})")
+    if stop < start:
+        raise VivitError(f"{where}: segment stops ({stop} {unit}) before it starts ({start} {unit})")
+    if stop == start:
+        raise VivitError(f"{where}: zero-length segment ({start} to {stop} {unit})")

@@ -24,25 +24,28 @@ def split_dirs(root: Path) -> dict[str, Path]:
             if SPLIT_ALIASES.get(d.name, d.name) in ("train", "val", "test")}
 
 
+def split_class_items(splits: dict[str, Path]) -> list[tuple[str, str, str]]:
+    """(split, path, class) of PATH/<split>/<class>/<video> files."""
+    return [(split, str(f), cdir.name) for split, sdir in sorted(splits.items()) for cdir in class_dirs(sdir)
+            for f in class_files(cdir)]
+
+
 @register("folder")
 def open_folder(arg: str, ctx: OpenContext) -> Source:
     root = Path(arg).expanduser()
     if not root.is_dir():
         raise VivitError(f"data.source=folder:{arg}: no such folder")
     splits = split_dirs(root)
-    items = []
     if splits:
         layout = "split/class"
-        for split, sdir in sorted(splits.items()):
-            for cdir in class_dirs(sdir):
-                items += [(split, str(f), cdir.name) for f in class_files(cdir)]
+        items = split_class_items(splits)
     else:
         layout = "class (80/10/10 split by file name hash)"
         classes = class_dirs(root)
         if not classes:
             raise VivitError(f"data.source=folder:{arg}: no class subfolders (expected PATH/<class>/<video>)")
-        for cdir in classes:
-            items += [(hash_split(str(f.relative_to(root))), str(f), cdir.name) for f in class_files(cdir)]
+        items = [(hash_split(str(f.relative_to(root))), str(f), cdir.name) for cdir in classes
+                 for f in class_files(cdir)]
     if not items:
         raise VivitError(f"data.source=folder:{arg}: no video files found")
     labels = sorted_labels(label for _, _, label in items)

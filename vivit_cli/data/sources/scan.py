@@ -14,6 +14,7 @@ import numpy as np
 from vivit_cli.errors import VivitError
 
 from ..cache import cache_dir
+from ..frames import probe_frames
 from ..video import DecodeError, probe
 from .base import VIDEO_EXTENSIONS, Source, VideoSplit
 from .registry import OpenContext
@@ -59,6 +60,10 @@ def probe_all(paths: list[str]) -> list[dict | str]:
 
     def one(p):
         try:
+            if os.path.isdir(p):
+                return probe_frames(p)
+            if not os.path.exists(p):
+                return "missing file"
             return probe(p)
         except DecodeError as e:
             return str(e)
