@@ -207,3 +207,16 @@ def test_stopwatch_laps_pauses_and_training_time():
     assert clock.intervals == [(4, 2.0), (1, 0.5)]
     assert clock.train_seconds == 5.0 + 3.0 + 2.0 + 1.0 + 0.5
 
+
+
+def test_image_config_reads_out_as_a_gap_grid_asks():
+    """`--set model.classifier=gap` (Table 2 with one readout in every row) pretrains a gap image ViT; the default
+    grids keep the class-token ViT, whatever models 3 and 4 (always gap) resolve to."""
+    from vivit_cli import config
+    from vivit_cli.config import image_config
+
+    assert image_config(config.build(["model.classifier=gap"])).model.classifier == "gap"
+    assert image_config(config.build([])).model.classifier == "token"
+    assert image_config(config.build(["model.variant=factorised_self_attention"])).model.classifier == "token"
+    assert (config.config_hash(image_config(config.build(["model.classifier=gap"])))
+            != config.config_hash(image_config(config.build([]))))

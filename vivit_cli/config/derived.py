@@ -9,11 +9,17 @@ from .core import parse_tubelet, resolve
 
 def image_config(cfg):
     """The image ViT that `vivit pretrain-image` trains for a video config `cfg`: the same transformer, one
-    frame, 2-D patches of the tubelet's spatial size, a class token (paper Sec. 3.4: ViViT initialises from
-    an image ViT)."""
+    frame, 2-D patches of the tubelet's spatial size (paper Sec. 3.4: ViViT initialises from an image ViT).
+
+    Its readout is a class token, as the paper's ViTs have, unless the video model reads out by average pooling
+    (`model.classifier=gap`): then the ViT does too, so that `--set model.classifier=gap` gives Table 2 one
+    readout in every row and in the ViT they start from (models 3 and 4 cannot use a token)."""
     _, ph, pw = parse_tubelet(cfg.model.tubelet)
+    # Models 3 and 4 are always gap, so their own readout says nothing of what the grid asked for the ViT.
+    readout = "gap" if cfg.model.classifier == "gap" and cfg.model.variant in (
+        "spatio_temporal", "factorised_encoder") else "token"
     model = dataclasses.replace(cfg.model, variant="spatio_temporal", embedding="uniform_frame",
-                                tubelet=f"1x{ph}x{pw}", sampled_frames=0, init_from="none", classifier="token",
+                                tubelet=f"1x{ph}x{pw}", sampled_frames=0, init_from="none", classifier=readout,
                                 init="random")
     data = dataclasses.replace(cfg.data, frames=1, stride=1, eval_views="1x1")
     return resolve(cfg.replace(model=model, data=data))
