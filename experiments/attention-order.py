@@ -8,7 +8,7 @@ both cells run on both tasks. The space-then-time cells are shared with model-va
 """
 
 from vivit_cli.report import tables as T
-from vivit_cli.sweep.grid import IMAGE_VIT, fixed, product, sweep, tasks
+from vivit_cli.sweep.grid import fixed, image_init, product, sweep, tasks
 
 TABLE = "attention-order"
 # Both attentions start from the image ViT's (the temporal one's output at zero); the base task only picks
@@ -18,4 +18,4 @@ BASE = {"model.variant": "factorised_self_attention", "data.source": "embedded:a
 
 def cells(base, preset):
     orders = sweep("model.attention_order", list(T.ATTENTION_ORDER_ROWS), row=T.ATTENTION_ORDER_ROWS.get)
-    return product(fixed({"model.init_from": IMAGE_VIT}), orders, tasks(preset))
+    return product(fixed(image_init(preset)), orders, tasks(preset))

@@ -1,7 +1,8 @@
 """Model variants (paper Table 2): models 1-4 and the model-2 average-pool baseline, on both tasks.
 
-The appearance task plays Kinetics 400 and the motion task Epic Kitchens (at `--preset paper`: Kinetics 400 and
-Something-Something v2; point a column elsewhere with `--set motion:data.source=...`). The average-pool baseline
+The appearance task plays Kinetics 400 and the motion task Epic Kitchens (at `--preset paper` they are your copies
+of both: `--set appearance:data.source=kinetics:PATH --set motion:data.source=epic:PATH`, from
+`--set model.init_from=` an ImageNet-21k ViT converted with `vivit convert vit`). The average-pool baseline
 is the factorised encoder with no temporal transformer (L_t = 0): it averages the frame embeddings. As in the
 paper, every cell starts from an image ViT (the same one as embed-ablation's, trained once): model 2's spatial
 encoder and models 1, 3, 4's transformer come from it, model 2's temporal encoder starts fresh. Cells shared
@@ -13,7 +14,7 @@ trained once.
 """
 
 from vivit_cli.report import tables as T
-from vivit_cli.sweep.grid import IMAGE_VIT, chain, fixed, product, tasks
+from vivit_cli.sweep.grid import chain, fixed, image_init, product, tasks
 
 TABLE = "model-variants"
 # The base's task only decides which image ViT the cells start from (both tasks draw the same glyphs, so
@@ -30,6 +31,6 @@ VARIANTS = (
 
 
 def cells(base, preset):
-    variants = chain(*(fixed({"model.variant": v, "model.init_from": IMAGE_VIT, **extra}, row=row)
+    variants = chain(*(fixed({"model.variant": v, **image_init(preset), **extra}, row=row)
                        for v, row, extra in VARIANTS))
     return product(variants, tasks(preset))

@@ -8,7 +8,7 @@ run as model-variants' "Model 2" appearance cell, and L_t = 0 the same as its ba
 """
 
 from vivit_cli.report import tables as T
-from vivit_cli.sweep.grid import IMAGE_VIT, fixed, product, sweep
+from vivit_cli.sweep.grid import appearance, fixed, image_init, product, sweep
 
 TABLE = "temporal-layers"
 BASE = {"model.variant": "factorised_encoder", "data.source": "embedded:appearance"}
@@ -20,4 +20,4 @@ def cells(base, preset):
         values = (0, 1, 4, 8, 12)  # the paper's rows
     # From the image ViT, as every model in the paper: the spatial encoder inflated, the temporal one fresh.
     layers = sweep("model.temporal_layers", values, row=T.temporal_layers_row, column=T.APPEARANCE)
-    return product(fixed({"model.init_from": IMAGE_VIT}), layers)
+    return product(appearance(preset), fixed(image_init(preset)), layers)

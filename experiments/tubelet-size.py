@@ -11,7 +11,7 @@ with model-variants' appearance cells when the preset's tubelet is 2 frames long
 
 from vivit_cli.config import parse_tubelet
 from vivit_cli.report import tables as T
-from vivit_cli.sweep.grid import IMAGE_VIT, fixed, product, sweep, where
+from vivit_cli.sweep.grid import appearance, fixed, image_init, product, sweep, where
 
 TABLE = "tubelet-size"
 BASE = {"data.source": "embedded:appearance"}
@@ -23,5 +23,6 @@ def cells(base, preset):
     tubelets = [f"{t}x{h}x{w}" for t in (8, 4, 2)]
     variants = sweep("model.variant", list(T.VARIANT_SHORT), column=T.VARIANT_SHORT.get)
     # Every length inflates the same image ViT's patch kernel (central frame, the config default).
-    grid = product(fixed({"model.init_from": IMAGE_VIT}), sweep("model.tubelet", tubelets, row=T.tubelet_row), variants)
+    grid = product(appearance(preset), fixed(image_init(preset)), sweep("model.tubelet", tubelets, row=T.tubelet_row),
+                   variants)
     return where(lambda o: frames % parse_tubelet(o["model.tubelet"])[0] == 0, grid)

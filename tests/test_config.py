@@ -68,6 +68,11 @@ def test_presets():
     assert smoke.train.steps < config.build([]).train.steps
     paper = config.build([], preset="paper")
     assert (paper.model.size, paper.data.frames, paper.data.crop, paper.train.optimizer) == ("B", 32, 224, "sgd")
+    # the user's data and image ViT are placeholders that training refuses, one line naming what to pass
+    assert (paper.data.source, paper.model.init_from) == ("kinetics:<PATH>", "<PATH>")
+    with pytest.raises(VivitError, match=r"pass --set data.source=kinetics:PATH .*; --set model.init_from=DIR"):
+        config.presets.check_given(paper, "paper")
+    config.presets.check_given(config.build(["data.source=kinetics:/k", "model.init_from=/v"], preset="paper"), "paper")
     with pytest.raises(VivitError, match="unknown preset"):
         config.build([], preset="huge")
 

@@ -84,11 +84,16 @@ def test_every_paper_grid_exists_with_lean_cell_counts():
         assert p.grid.table == name
 
 
+# What the paper preset needs: the user's Kinetics and Epic-Kitchens, and an image ViT from `vivit convert vit`.
+PAPER_SETS = ["appearance:data.source=kinetics:/data/k400", "motion:data.source=epic:/data/epic",
+              "model.init_from=/models/vit-b16-i21k"]
+
+
 @pytest.mark.parametrize("preset", [None, "smoke", "paper"])
 def test_grid_labels_are_the_report_tables_labels(preset):
     """cell.json's row/column must be what `vivit report` looks for (the contract in report/tables.py)."""
     for name in EXPECTED:
-        p = plan(name, preset=preset)
+        p = plan(name, preset=preset, sets=PAPER_SETS if preset == "paper" else None)
         spec = tables.get(p.grid.table)
         for job in p.cells:
             assert job.labels["column"] in spec.columns, (name, job.labels)
@@ -98,10 +103,63 @@ def test_grid_labels_are_the_report_tables_labels(preset):
         assert len({j.run_id for j in p.cells}) == len(p.cells)
 
 
-def test_paper_preset_is_vivit_b_on_kinetics():
-    job = plan("model-variants", preset="paper").cells[0]
+def test_paper_preset_is_vivit_b_on_kinetics_and_epic_from_the_users_vit():
+    p = plan("model-variants", preset="paper", sets=PAPER_SETS)
+    job = p.cells[0]
     assert (job.config.model.hidden, job.config.data.frames, job.config.data.crop) == (768, 32, 224)
-    assert job.config.data.source == "tfds:kinetics400"
+    assert {j.labels["column"]: j.config.data.source for j in p.cells} == {tables.APPEARANCE: "kinetics:/data/k400",
+                                                                          tables.MOTION: "epic:/data/epic"}
+    assert {j.config.model.init_from for j in p.cells} == {"/models/vit-b16-i21k"}
+
+
+def test_paper_grids_plan_no_image_pretraining():
+    """The paper initialises from an ImageNet-21k ViT: at that scale no grid trains one on video frames."""
+    for name in EXPECTED:
+        p = plan(name, preset="paper", sets=PAPER_SETS)
+        assert all(d.kind != "pretrain-image" for d in p.deps), name
+        for job in p.cells:
+            assert job.config.data.source in ("kinetics:/data/k400", "epic:/data/epic"), (name, job.cell)
+            assert job.config.model.init_from in ["/models/vit-b16-i21k", *(f"_deps/{d.run_id}" for d in p.deps)]
+    # the regularisation table's Kinetics initialisation: trained on the user's Kinetics from the user's ViT
+    (dep,) = plan("regularisation", preset="paper", sets=PAPER_SETS).deps
+    assert dep.kind == "train" and dep.config.data.source == "kinetics:/data/k400"
+    assert dep.config.model.init_from == "/models/vit-b16-i21k"
+    one_column = plan("embed-ablation", preset="paper", sets=["data.source=kinetics:/k", "model.init_from=/v"])
+    assert not one_column.deps and {j.config.data.source for j in one_column.cells} == {"kinetics:/k"}
+
+
+@pytest.mark.parametrize("name, sets, needed", [
+    ("embed-ablation", [], ["--set data.source=kinetics:PATH", "--set model.init_from=DIR"]),
+    ("embed-ablation", ["data.source=kinetics:/k"], ["--set model.init_from=DIR"]),
+    ("model-variants", ["model.init_from=/v"], ["--set appearance:data.source=kinetics:PATH",
+                                                "--set motion:data.source=epic:PATH"]),
+    ("regularisation", ["data.source=epic:/e", "model.init_from=/v"], ["--set appearance:data.source=kinetics:PATH"]),
+])
+def test_paper_preset_refuses_without_the_users_data_and_vit(name, sets, needed):
+    with pytest.raises(VivitError) as e:
+        plan(name, preset="paper", sets=sets)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"grid {name}: --preset paper trains on your data")
+    assert all(n in message for n in needed), message
+    assert message.count("--set ") == len(needed)
+
+
+def test_paper_preset_one_source_for_two_columns_is_refused():
+    with pytest.raises(VivitError, match=r"--set data.source=kinetics:/k would replace the epic: data of its motion "
+                                         r"column; give each column its own: --set motion:data.source=epic:PATH"):
+        plan("model-variants", preset="paper", sets=["data.source=kinetics:/k", "model.init_from=/v"])
+
+
+def test_paper_preset_cli_refuses_and_dry_run_plans_no_pretraining(tmp_path):
+    r = vivit("train", "--preset", "paper", "--set", "data.source=kinetics:/data/k400", env={"VIVIT_RESULTS": str(tmp_path)})
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: --preset paper trains on your data from your image ViT, and these are not set: pass "
+        "--set model.init_from=DIR (an ImageNet-21k ViT converted with `vivit convert vit`)"]
+    r = vivit("sweep", "embed-ablation", "--preset", "paper", "--backend", "tpu", "--backend-opt", "zone=us-central2-b",
+              "--dry-run", "--set", "data.source=kinetics:/data/k400", "--set", "model.init_from=/models/vit",
+              "--results", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "4 cells x seeds + 0 dependencies" in r.stdout and "pretrain" not in r.stdout
 
 
 def test_embed_ablation_cells_share_one_image_vit_dependency():

@@ -58,8 +58,9 @@ def _seed_configs(cfg, seeds_text: str | None, workdir: str | None):
     return cfgs, dirs
 
 
-def _config(sets, preset, config_file, wandb):
+def _config(sets, preset, config_file, wandb, needs=("data.source", "model.init_from")):
     from vivit_cli import config
+    from vivit_cli.config.presets import check_given
 
     base = None
     if config_file:
@@ -68,7 +69,9 @@ def _config(sets, preset, config_file, wandb):
             raise VivitError(f"--config {config_file}: no such file")
         base = config.from_json(path.read_text())
     extra = [f"run.wandb={wandb}"] if wandb else []
-    return config.build(list(sets or []) + extra, preset=preset, base=base)
+    cfg = config.build(list(sets or []) + extra, preset=preset, base=base)
+    check_given(cfg, preset, needs)
+    return cfg
 
 
 def _finish(summaries: list[dict], as_json: bool) -> None:
@@ -141,7 +144,7 @@ def pretrain_image_command(
     from vivit_cli import config
     from vivit_cli.train import loop
 
-    cfg = _config(sets, preset, config_file, wandb)
+    cfg = _config(sets, preset, config_file, wandb, needs=("data.source",))  # an image ViT starts from scratch
     default = f"results/pretrain/{config.config_hash(config.image_config(cfg))}"
     _go(loop.pretrain_image, cfg, workdir or default, as_json)
 

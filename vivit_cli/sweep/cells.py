@@ -17,7 +17,7 @@ from typing import Any
 
 from vivit_cli.errors import VivitError
 
-from .grid import Dependency, Point
+from .grid import Dependency, Point, task_sources
 from .grids import GridSpec
 
 DEPS_DIR = "_deps"  # under the results dir; `vivit report` skips folders starting with "_"
@@ -117,9 +117,42 @@ def _build(merged: dict[str, str], preset: str | None):
     return cfg
 
 
-def _dependency_job(spec: GridSpec, dep: Dependency, global_sets: dict, preset: str | None) -> Job:
-    sets = {**{k: render(v) for k, v in spec.base.items()}, **global_sets,
-            **{k: render(v) for k, v in dep.overrides}, "model.init_from": "none"}
+def _user_sources(global_sets: dict, scoped: list) -> dict[str, str]:
+    """The user's data.source of each kind (`kinetics` -> `kinetics:/data/k400`), scoped or not."""
+    from vivit_cli.data.spec import parse
+
+    values = [v for _, k, v in scoped if k == "data.source"] + [v for k, v in global_sets.items() if k == "data.source"]
+    out = {}
+    for v in values:
+        out.setdefault(parse(v)[0], v)
+    return out
+
+
+def _placeholder_keys(preset: str | None) -> set[str]:
+    """The keys a preset leaves for the user to give (the paper's data.source and model.init_from)."""
+    from vivit_cli.config.presets import placeholder_kind, preset_overrides
+
+    return {k for k, v in (preset_overrides(preset) if preset else {}).items() if placeholder_kind(k, v) is not None}
+
+
+def _filled(key: str, value: str, sources: dict[str, str]) -> str:
+    """A `KIND:<PATH>` data.source placeholder replaced by the user's source of that kind, when there is one."""
+    from vivit_cli.config.presets import placeholder_kind
+
+    kind = placeholder_kind(key, value)
+    return sources.get(kind, value) if kind else value
+
+
+def _dependency_job(spec: GridSpec, dep: Dependency, global_sets: dict, preset: str | None,
+                    sources: dict[str, str]) -> Job:
+    from vivit_cli.config.presets import placeholder_kind, preset_overrides
+
+    # e.g. the Kinetics pretraining of the regularisation table trains on the user's Kinetics
+    overrides = {k: _filled(k, render(v), sources) for k, v in dep.overrides}
+    # A dependency is trained from scratch, except where the preset starts everything from the user's image ViT.
+    needs_vit = preset and placeholder_kind("model.init_from", preset_overrides(preset).get("model.init_from")) == ""
+    sets = {**{k: render(v) for k, v in spec.base.items()}, **global_sets, **overrides,
+            **({} if needs_vit else {"model.init_from": "none"})}
     try:
         cfg = _build(sets, preset)
         if dep.kind == "pretrain-image":
@@ -132,7 +165,39 @@ def _dependency_job(spec: GridSpec, dep: Dependency, global_sets: dict, preset: 
         raise VivitError(f"grid {spec.name}: dependency {dep.label or dep.kind}: {e}") from None
     sets["run.group"] = spec.name
     return Job(run_id=run_id, grid=DEPS_DIR, kind=dep.kind, cell=dep.label or dep.kind, labels={}, seed=0,
-               overrides={k: render(v) for k, v in dep.overrides}, sets=sets, preset=preset, table=None, config=cfg)
+               overrides=overrides, sets=sets, preset=preset, table=None, config=cfg)
+
+
+def _check_given(spec: GridSpec, preset: str | None, points: list[Point], jobs: list[Job], global_sets: dict,
+                 scoped: list) -> None:
+    """One line naming every `--set` a preset's placeholders still need (the paper's data, its image ViT), with
+    the column to scope it to when the grid has several; nothing is planned until they are given."""
+    from vivit_cli.config.presets import missing_message, needed_set, placeholder_kind
+
+    columns = {p.labels.get("column") for p in points if p.labels.get("column")}
+    by_source = {v: k for k, v in task_sources(preset).items()}
+    needed = []
+    for job in jobs:
+        if job.config is None:
+            continue
+        for key, value in (("data.source", job.config.data.source), ("model.init_from", job.config.model.init_from)):
+            kind = placeholder_kind(key, value)
+            if kind is None:
+                continue
+            column = by_source.get(value) if key == "data.source" else None
+            # A dependency takes its data from the user's source of that kind, named by its task column.
+            scope = column if job.grid == DEPS_DIR or (len(columns) > 1 and column in columns) else None
+            needed.append(needed_set(key, kind, scope))
+    glob = global_sets.get("data.source")
+    for p in points:
+        kind = placeholder_kind("data.source", render(p.overrides.get("data.source", "")))
+        column = p.labels.get("column")
+        own = any(k == "data.source" and _scope_matches(sc, p) for sc, k, _ in scoped)
+        if glob and kind and column and not own and not glob.startswith(f"{kind}:"):
+            raise VivitError(f"grid {spec.name}: --set data.source={glob} would replace the {kind}: data of its "
+                             f"{column} column; give each column its own: --set {column}:data.source={kind}:PATH")
+    if needed:
+        raise VivitError(f"grid {spec.name}: {missing_message(preset, needed)}")
 
 
 def _scope_matches(scope: str, point: Point) -> bool:
@@ -156,24 +221,30 @@ def plan(spec: GridSpec, *, preset: str | None = None, sets: list[str] | None = 
     if not points:
         raise VivitError(f"grid {spec.name}: has no cells")
     for scope, key, _ in scoped:
-        if not any(_scope_matches(scope, p) for p in points):
+        feeds_dependency = key == "data.source" and scope in task_sources(preset)  # found by kind, see above
+        if not feeds_dependency and not any(_scope_matches(scope, p) for p in points):
             labels = sorted({v for p in points for v in p.labels.values()})
             raise VivitError(f"--set {scope}:{key}: {scope!r} matches no cell of grid {spec.name} "
                              f"(labels: {', '.join(labels)})")
 
+    sources = _user_sources(global_sets, scoped)
+    fills = _placeholder_keys(preset)
     deps: dict[Dependency, Job] = {}
     cells: list[Job] = []
     invalid: list[str] = []
     for point in points:
-        axes, needs = {}, []
+        axes, needs, kept = {}, [], set()
         for k, v in point.overrides.items():
             if isinstance(v, Dependency):
                 if v not in deps:
-                    deps[v] = _dependency_job(spec, v, global_sets, preset)
+                    deps[v] = _dependency_job(spec, v, global_sets, preset, sources)
                 needs.append(deps[v].run_id)
                 v = f"{DEPS_DIR}/{deps[v].run_id}"
-            axes[k] = render(v)
-        merged = {**{k: render(v) for k, v in spec.base.items()}, **axes, **global_sets}
+                if k in fills:
+                    kept.add(k)  # the user's image ViT fills the preset's placeholder, not the grid's dependency
+            axes[k] = _filled(k, render(v), sources)
+        merged = {**{k: render(v) for k, v in spec.base.items()}, **axes,
+                  **{k: v for k, v in global_sets.items() if k not in kept}}
         merged.update({k: v for scope, k, v in scoped if _scope_matches(scope, point)})
         for seed in range(seeds):
             job_sets = {**merged, "train.seed": str(seed), "run.group": spec.name}
@@ -185,6 +256,7 @@ def plan(spec: GridSpec, *, preset: str | None = None, sets: list[str] | None = 
             cells.append(Job(run_id=f"{_seed0_hash(cfg)}-s{seed}", grid=spec.name, kind="train", cell=point.name,
                              labels=dict(point.labels), seed=seed, overrides=axes, sets=job_sets, preset=preset,
                              table=spec.table, config=cfg, deps=tuple(needs)))
+    _check_given(spec, preset, points, list(deps.values()) + cells, global_sets, scoped)
     if invalid:
         lines = "\n  ".join(invalid)
         raise VivitError(f"grid {spec.name}: {len(invalid)} of {len(points)} cells have an invalid config "

@@ -167,14 +167,31 @@ def _check_labels(labels: Mapping) -> None:
 
 def task_sources(preset: str | None) -> dict[str, str]:
     """The data source that plays each report column. The embedded appearance task stands in for Kinetics and
-    the motion task for Epic Kitchens; at paper scale Epic Kitchens is not a source kind we read, so the motion
-    column defaults to Something-Something v2 (also motion-heavy) and can be pointed anywhere with
-    `--set motion:data.source=...`."""
+    the motion task for Epic Kitchens. At paper scale they are Kinetics and Epic-Kitchens themselves, as the
+    paper's Table 2 has them, read from the user's copies: placeholders (`kinetics:<PATH>`) that the sweep
+    refuses until `--set appearance:data.source=kinetics:PATH` / `--set motion:data.source=epic:PATH` (or one
+    `--set data.source=kinetics:PATH` for a grid of one column) fill them."""
+    from vivit_cli.config.presets import NEEDED
     from vivit_cli.report import tables
 
     if preset == "paper":
-        return {tables.APPEARANCE: "tfds:kinetics400", tables.MOTION: "ssv2:data/something-something-v2"}
+        return {tables.APPEARANCE: f"kinetics:{NEEDED}", tables.MOTION: f"epic:{NEEDED}"}
     return {tables.APPEARANCE: "embedded:appearance", tables.MOTION: "embedded:motion"}
+
+
+def image_init(preset: str | None) -> dict[str, Any]:
+    """Where the cells' image ViT comes from. Below paper scale the sweep pretrains one first on the task's
+    frames (`IMAGE_VIT`, shared by every grid); at paper scale it is the ImageNet-21k ViT the user converted
+    (`--set model.init_from=DIR`, after `vivit convert vit`), as the paper initialises from, so nothing is
+    pretrained."""
+    return {} if preset == "paper" else {"model.init_from": IMAGE_VIT}
+
+
+def appearance(preset: str | None) -> Grid:
+    """The appearance task as an axis without labels (grids whose columns are something else)."""
+    from vivit_cli.report import tables
+
+    return fixed({"data.source": task_sources(preset)[tables.APPEARANCE]})
 
 
 def tasks(preset: str | None, columns: Sequence[str] | None = None) -> Grid:
