@@ -55,8 +55,11 @@ def eval_command(
     from rich.table import Table
 
     table = Table(title=f"{run.restored.path}  {run.key}", show_header=False)
-    rows = [("top-1", _fmt(e["top1"])), ("top-5", _fmt(e["top5"])),
-            ("mean class accuracy", _fmt(e["mean_class_accuracy"])),
+    heads = [h.partition(":")[0] for h in e["heads"].split(",")] if e.get("heads") else []
+    what = "action " if heads else ""  # a multi-head model's headline figures are the action's (every head right)
+    rows = [(f"{what}top-1", _fmt(e["top1"])), (f"{what}top-5", _fmt(e["top5"])),
+            (f"{what}mean class accuracy", _fmt(e["mean_class_accuracy"])),
+            *((f"{h} top-1 / top-5", f"{_fmt(e[f'{h}_top1'])} / {_fmt(e[f'{h}_top5'])}") for h in heads),
             ("videos", f"{e['videos']} of {e['split_size']} in split {e['split']}"
                        + (f" ({e['skipped']} undecodable, skipped)" if e["skipped"] else "")),
             ("views", f"{e['views']} = {e['views_per_video']} per video, logits averaged"),

@@ -115,6 +115,37 @@ def parse_views(text: str, key: str = "views") -> tuple[int, int]:
     return t, s
 
 
+def parse_heads(text: str, key: str = "data.heads") -> tuple[tuple[str, int], ...]:
+    """"verb:97,noun:300" -> (("verb", 97), ("noun", 300)); "" -> () (a single head)."""
+    if not str(text).strip():
+        return ()
+    out = []
+    for part in str(text).split(","):
+        name, _, size = part.strip().partition(":")
+        try:
+            n = int(size)
+        except ValueError:
+            n = 0
+        if not name or n <= 0:
+            raise VivitError(f"{key}={text!r}: expected name:size,... with positive sizes, e.g. verb:97,noun:300")
+        out.append((name.strip(), n))
+    if len({n for n, _ in out}) < len(out):
+        raise VivitError(f"{key}={text!r}: a head name comes twice")
+    return tuple(out)
+
+
+def format_heads(heads) -> str:
+    """((name, size), ...) -> "name:size,..."; one head (or none) -> "", what a single-head config holds."""
+    heads = tuple((str(n), int(s)) for n, s in heads)
+    return "" if len(heads) < 2 else ",".join(f"{n}:{s}" for n, s in heads)
+
+
+def head_sizes(cfg: Config) -> tuple[int, ...]:
+    """The class count of each head, in the output projection's order: (num_classes,) for a single head."""
+    heads = parse_heads(cfg.data.heads)
+    return tuple(s for _, s in heads) if heads else (cfg.data.num_classes,)
+
+
 def _choice(key: str, value: str, allowed: Iterable[str]) -> None:
     allowed = tuple(allowed)
     if value not in allowed:
@@ -183,6 +214,12 @@ def validate(cfg: Config) -> None:
     if d.num_classes is not None and d.num_classes <= 0:
         raise VivitError(f"data.num_classes={d.num_classes}: must be a positive integer")
     parse_views(d.eval_views, "data.eval_views")
+    heads = parse_heads(d.heads)
+    if len(heads) == 1:
+        raise VivitError(f"data.heads={d.heads!r}: one head is written as \"\" (the default)")
+    if heads and d.num_classes is not None and sum(s for _, s in heads) != d.num_classes:
+        raise VivitError(f"data.heads={d.heads!r}: the heads' sizes sum to {sum(s for _, s in heads)}, "
+                         f"data.num_classes is {d.num_classes}")
     if m.hidden % m.heads:
         raise VivitError(f"model.hidden={m.hidden} is not divisible by model.heads={m.heads}")
     if m.variant == "factorised_dot_product" and m.heads % 2:
@@ -256,5 +293,7 @@ def from_json(text: str) -> Config:
 def config_hash(cfg: Config, length: int = 10) -> str:
     """Stable content hash of everything that changes a run's result (the `run` section is left out)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in schema.UNHASHED_SECTIONS}
+    if not data["data"]["heads"]:  # a single head: the hash (the run id) it had before heads existed
+        del data["data"]["heads"]
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]

@@ -69,6 +69,10 @@ class DataConfig:
     stride: int = 1
     crop: int = 32
     num_classes: int | None = None  # resolved from the source
+    # Resolved from the source too: "" for one head, else "name:size,..." in the source's head order (Epic-Kitchens
+    # "verb:97,noun:300"). The model's one output projection holds the heads side by side in that order
+    # (num_classes = their sum), as Scenic's multi-head model does.
+    heads: str = ""
     data_dir: str | None = None  # TFDS data_dir
     train_split: str = "train"
     # The split `vivit train`'s final eval scores, and so the tables: held out from every choice. The embedded

@@ -58,9 +58,9 @@ def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def masked_batch(size: int, video_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """`size` padding rows only (video float32 [size, *video_shape]): what a process whose shard has run out
-    feeds to a collective eval step while the others still have clips."""
-    empty = {"video": np.zeros((0, *video_shape), np.float32), "label": np.zeros(0, np.int32),
+def masked_batch(size: int, video_shape: tuple[int, ...], label_shape: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+    """`size` padding rows only (video float32 [size, *video_shape], label int32 [size, *label_shape]): what a
+    process whose shard has run out feeds to a collective eval step while the others still have clips."""
+    empty = {"video": np.zeros((0, *video_shape), np.float32), "label": np.zeros((0, *label_shape), np.int32),
              "index": np.zeros(0, np.int32), "mask": np.zeros(0, bool)}
     return pad_batch(empty, size)

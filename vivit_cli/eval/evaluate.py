@@ -31,6 +31,7 @@ class EvalResult:
     stats: dict  # videos, clips, seconds, throughput, batch and device facts
     view_logits: np.ndarray | None = None  # [N, V, C] when asked for
     label_names: tuple[str, ...] = field(default_factory=tuple)
+    heads: tuple[tuple[str, int], ...] = ()  # a multi-head model's ((name, classes), ...); labels are then [N, H]
 
 
 def default_batch(cfg, num_views: int) -> int:
@@ -50,8 +51,7 @@ def evaluate(cfg, params, num_classes: int, *, split: str, views: tuple[int, int
     from .forward import Forward
 
     source = data.open_source(cfg)
-    if source.num_classes != num_classes:
-        raise VivitError(f"data.source={source.spec} has {source.num_classes} classes, the model has {num_classes}")
+    heads = check_heads(cfg, source, num_classes)
     n_split = source.num_examples(split)  # an unknown split is refused here, naming the ones there are
     n_t, n_s = views
     check_views(source, split, cfg, views)
@@ -64,7 +64,8 @@ def evaluate(cfg, params, num_classes: int, *, split: str, views: tuple[int, int
     batches = data.eval_iterator(cfg, split=split, views=views, batch_size=local, shard_index=pid,
                                  shard_count=pcount)
     shape = (local, num_views, cfg.data.frames, cfg.data.crop, cfg.data.crop, 3)
-    extra_spec = {"label": np.zeros(0, np.int32), "index": np.zeros(0, np.int32), "mask": np.zeros(0, bool)}
+    extra_spec = {"label": np.zeros((0, len(heads)) if heads else 0, np.int32), "index": np.zeros(0, np.int32),
+                  "mask": np.zeros(0, bool)}
     fwd.compile(shape, extra_spec)
 
     got_logits, got_views, got_labels, got_index = [], [], [], []
@@ -88,7 +89,7 @@ def evaluate(cfg, params, num_classes: int, *, split: str, views: tuple[int, int
     if len(np.unique(index)) != len(index):  # would mean two processes read the same shard
         raise RuntimeError(f"evaluation saw {len(index) - len(np.unique(index))} videos twice")
     logits = (np.concatenate(got_logits) if got_logits else np.zeros((0, num_classes), np.float32))[order]
-    labels = (np.concatenate(got_labels) if got_labels else np.zeros(0, np.int32))[order]
+    labels = (np.concatenate(got_labels) if got_labels else extra_spec["label"])[order]
     view_logits = np.concatenate(got_views)[order] if keep_view_logits and got_views else None
     n = len(labels)
     if n == 0:
@@ -105,6 +106,25 @@ def evaluate(cfg, params, num_classes: int, *, split: str, views: tuple[int, int
         "devices": jax.device_count(), "processes": pcount, "device": runtime.device_description(),
         "source": source.spec, "averaging": "mean of raw logits over views",
     }
+    summary = metrics.summarise_heads(logits, labels, heads) if heads else metrics.summarise(logits, labels,
+                                                                                              num_classes)
     return EvalResult(split=split, views=(n_t, n_s), logits=logits, labels=labels, index=index[order],
-                      metrics=metrics.summarise(logits, labels, num_classes), stats=stats, view_logits=view_logits,
-                      label_names=tuple(source.label_names))
+                      metrics=summary, stats=stats, view_logits=view_logits, label_names=tuple(source.label_names),
+                      heads=heads)
+
+
+def check_heads(cfg, source, num_classes: int) -> tuple[tuple[str, int], ...]:
+    """The model's heads (() for one), refused unless they are the source's, by name, size and order."""
+    from vivit_cli import config
+
+    model = config.parse_heads(cfg.data.heads)
+    got = tuple((str(name), len(names)) for name, names in getattr(source, "heads", ()) or ())
+    got = got if len(got) > 1 else ()
+    if model != got:
+        def show(heads):
+            return config.format_heads(heads) or "one head"
+
+        raise VivitError(f"data.source={source.spec} has {show(got)}, the model has {show(model)} (data.heads)")
+    if not model and source.num_classes != num_classes:
+        raise VivitError(f"data.source={source.spec} has {source.num_classes} classes, the model has {num_classes}")
+    return model

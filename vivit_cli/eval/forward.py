@@ -47,7 +47,7 @@ class Forward:
 
     Every process calls it with its own `local_batch` rows at the same time (SPMD); the result is the
     global batch in process order. `extra` host arrays of shape [b] (labels, indices, masks) travel the
-    same way and come back gathered.
+    same way and come back gathered (as do [b, ...] ones: a multi-head model's labels [b, H]).
     """
 
     def __init__(self, cfg, params, num_classes: int):
@@ -91,23 +91,30 @@ class Forward:
             t0 = time.perf_counter()
             g = shape[0] * self.processes
             video = jax.ShapeDtypeStruct((g,) + tuple(shape[1:]), np.float32, sharding=self.batch_sharding)
-            extra = {k: jax.ShapeDtypeStruct((g,), dt, sharding=self.batch_sharding) for k, dt in extra_keys}
+            extra = {k: jax.ShapeDtypeStruct((g, *tail), dt, sharding=self.batch_sharding)
+                     for k, dt, tail in extra_keys}
             self._compiled[key] = self._fn.lower(self.params, video, extra).compile()
             self.compile_seconds += time.perf_counter() - t0
         return self._compiled[key]
 
     def compile(self, local_shape, extra: dict | None = None) -> None:
         """Compiles ahead of time, so that timings of the first batch measure the model, not XLA."""
-        self._program(local_shape, tuple((k, np.asarray(v).dtype) for k, v in sorted((extra or {}).items())))
+        self._program(local_shape, _extra_keys({k: np.asarray(v) for k, v in (extra or {}).items()}))
 
     def __call__(self, local_video: np.ndarray, extra: dict | None = None):
         extra = {k: np.asarray(v) for k, v in sorted((extra or {}).items())}
         local_video = np.asarray(local_video, np.float32)
-        program = self._program(local_video.shape, tuple((k, v.dtype) for k, v in extra.items()))
+        program = self._program(local_video.shape, _extra_keys(extra))
         video = self._mesh_lib.global_batch({"video": local_video}, self.batch_sharding)["video"]
         extra_g = self._mesh_lib.global_batch(extra, self.batch_sharding) if extra else {}
         logits, extra_out = program(self.params, video, extra_g)
         return np.asarray(logits), {k: np.asarray(v) for k, v in extra_out.items()}
+
+
+def _extra_keys(extra: dict) -> tuple:
+    """What a compiled program depends on of the extra arrays: name, dtype and the shape after the batch axis
+    (a multi-head model's labels are [b, H])."""
+    return tuple((k, v.dtype, v.shape[1:]) for k, v in sorted(extra.items()))
 
 
 def predict_rows(fwd: Forward, rows, n: int, batch_size: int) -> np.ndarray:

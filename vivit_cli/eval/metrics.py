@@ -69,3 +69,74 @@ def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, probs.shape[-1])
     idx = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     return idx, np.take_along_axis(probs, idx, axis=-1)
+
+
+# ---- several heads side by side in the logits (Epic-Kitchens: verb 97 then noun 300) ------------------------------
+# `heads` = ((name, classes), ...) in the logits' order; labels int32 [N, H]. The action is every head at once: its
+# top-1 is right when each head's best class is, its top-k ranks joint classes by the product of the heads'
+# softmaxes (Scenic's joint accuracy), coded mixed-radix with head 0 most significant (verb * 300 + noun).
+
+
+def split_heads(logits: np.ndarray, heads) -> list[np.ndarray]:
+    """[N, sum(classes)] -> each head's [N, classes]."""
+    bounds = np.cumsum([0] + [int(n) for _, n in heads])
+    return [np.asarray(logits)[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def action_codes(labels: np.ndarray, heads) -> np.ndarray:
+    labels = np.asarray(labels, np.int64)
+    code = labels[:, 0].copy()
+    for h, (_, n) in enumerate(heads[1:], start=1):
+        code = code * int(n) + labels[:, h]
+    return code
+
+
+def joint_top_k(logits: np.ndarray, heads, k: int = 5) -> np.ndarray:
+    """int64 [N, min(k, prod(classes))]: the most likely joint classes, best first. The best k joint classes use only
+    each head's k best classes, so k^H candidates are ranked (ties towards the lower code)."""
+    codes, logp = None, None
+    for part, (_, n) in zip(split_heads(logits, heads), heads):
+        z = np.asarray(part, np.float64)
+        lp = z - z.max(axis=-1, keepdims=True)
+        lp = lp - np.log(np.exp(lp).sum(axis=-1, keepdims=True))
+        idx = np.argsort(-lp, axis=-1, kind="stable")[:, :min(k, int(n))]
+        top = np.take_along_axis(lp, idx, axis=-1)
+        if codes is None:
+            codes, logp = idx, top
+            continue
+        codes = (codes[:, :, None] * int(n) + idx[:, None, :]).reshape(len(z), -1)
+        logp = (logp[:, :, None] + top[:, None, :]).reshape(len(z), -1)
+        order = np.lexsort((codes, -logp), axis=-1)[:, :k]  # by log-probability, then by code
+        codes, logp = np.take_along_axis(codes, order, -1), np.take_along_axis(logp, order, -1)
+    return codes
+
+
+def action_hits(logits: np.ndarray, labels: np.ndarray, heads) -> np.ndarray:
+    """bool [N]: every head's best class is its label."""
+    labels = np.asarray(labels)
+    return np.all([topk_hits(x, labels[:, h], 1) for h, x in enumerate(split_heads(logits, heads))], axis=0)
+
+
+def summarise_heads(logits: np.ndarray, labels: np.ndarray, heads) -> dict:
+    """The action's top-1/top-5/mean class accuracy as top1/top5/mean_class_accuracy (what tables report: the
+    paper's EK figures are action accuracy), `action_*` the same, `<head>_*` each head's, and the first head's
+    confusion matrix (the source's `label_names` are that head's)."""
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    if len(labels) == 0:
+        out = {"top1": float("nan"), "top5": float("nan"), "mean_class_accuracy": float("nan"),
+               "confusion": np.zeros((int(heads[0][1]),) * 2, np.int64)}
+        for name in ["action"] + [n for n, _ in heads]:
+            out |= {f"{name}_{m}": float("nan") for m in ("top1", "top5", "mean_class_accuracy")}
+        return out
+    out = {}
+    for h, ((name, n), part) in enumerate(zip(heads, split_heads(logits, heads))):
+        s = summarise(part, labels[:, h], int(n))
+        out |= {f"{name}_{m}": s[m] for m in ("top1", "top5", "mean_class_accuracy")}
+        if h == 0:
+            out["confusion"] = s["confusion"]
+    action = action_codes(labels, heads)
+    hits1 = action_hits(logits, labels, heads)
+    out["action_top1"] = float(hits1.mean())
+    out["action_top5"] = float((joint_top_k(logits, heads, 5) == action[:, None]).any(axis=-1).mean())
+    out["action_mean_class_accuracy"] = float(np.mean([hits1[action == a].mean() for a in np.unique(action)]))
+    return out | {m: out[f"action_{m}"] for m in ("top1", "top5", "mean_class_accuracy")}

@@ -9,7 +9,10 @@ Every evaluation also leaves its per-clip predictions beside eval.json / summary
 `"predictions"` key (the trainer's final eval: `predictions/<key>.npz`; `vivit eval`:
 `predictions/eval/<key>.npz`): `index` int32 [N] (the clip's index in the split, unique, ascending), `label`
 int32 [N] and `top5` int32 [N, k] (the k = min(5, classes) best classes, best first), so that reports compare
-runs clip by clip (`report.store.read_predictions` reads exactly this).
+runs clip by clip (`report.store.read_predictions` reads exactly this). A multi-head model's (Epic-Kitchens:
+verb, noun) has `label` int32 [N, H], `top5` int32 [N, H, k] (each head's best classes, k = min(5, smallest head))
+and `action_top5` int32 [N, k'] (the best joint classes under the product of the heads' softmaxes, coded
+mixed-radix: verb * 300 + noun), from which the action's top-1 (every head's best right) and top-5 follow.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ def eval_key(split: str, views: tuple[int, int], source: str | None = None, own_
 
 def entry(result, *, checkpoint: str, step: int | None) -> dict:
     m = result.metrics
-    out = {"top1": m["top1"], "top5": m["top5"], "mean_class_accuracy": m["mean_class_accuracy"],
+    # A multi-head model's: top1/top5 are the action's, and each head's and the action's figures are there by name.
+    named = {k: v for k, v in m.items() if k.endswith(("_top1", "_top5", "_mean_class_accuracy"))}
+    heads = {"heads": ",".join(f"{n}:{c}" for n, c in result.heads)} if getattr(result, "heads", ()) else {}
+    out = {"top1": m["top1"], "top5": m["top5"], "mean_class_accuracy": m["mean_class_accuracy"], **named, **heads,
            "split": result.split, **result.stats, "checkpoint": checkpoint, "step": step,
            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
@@ -88,15 +94,20 @@ def save_logits(path: str | Path, result) -> None:
     atomic_write_bytes(path, data)
 
 
-def predictions_arrays(index, label, top5) -> dict[str, np.ndarray]:
+def predictions_arrays(index, label, top5, action_top5=None) -> dict[str, np.ndarray]:
     """The predictions file's arrays, sorted by clip index; two rows of one clip would mean two processes read
-    the same shard."""
+    the same shard. `action_top5` (and `label` [N, H], `top5` [N, H, k]): a multi-head model's."""
     index, label, top5 = np.asarray(index, np.int32), np.asarray(label, np.int32), np.asarray(top5, np.int32)
     order = np.argsort(index, kind="stable")
-    index, label, top5 = index[order], label[order], top5[order].reshape(len(order), -1)
+    n = len(order)
+    index, label = index[order], label[order]
+    top5 = top5[order].reshape((n, -1) if label.ndim == 1 else (n, label.shape[1], -1))
     if len(np.unique(index)) != len(index):
         raise RuntimeError(f"evaluation saw {len(index) - len(np.unique(index))} clips twice")
-    return {"index": index, "label": label, "top5": top5}
+    out = {"index": index, "label": label, "top5": top5}
+    if action_top5 is not None:
+        out["action_top5"] = np.asarray(action_top5, np.int32)[order].reshape(n, -1)
+    return out
 
 
 def predictions_path(key: str, *, by_eval: bool = False) -> str:
@@ -107,11 +118,11 @@ def predictions_path(key: str, *, by_eval: bool = False) -> str:
     return f"{PREDICTIONS_DIR}/{'eval/' if by_eval else ''}{key}.npz"
 
 
-def write_predictions(home, key: str, *, index, label, top5, by_eval: bool = False) -> str:
+def write_predictions(home, key: str, *, index, label, top5, action_top5=None, by_eval: bool = False) -> str:
     """Writes the predictions of eval key `key` under `home` (`predictions_path`; whole or not at all; `home` may
     be a gs:// URL) and returns their path relative to `home`."""
     rel = predictions_path(key, by_eval=by_eval)
-    arrays = predictions_arrays(index, label, top5)
+    arrays = predictions_arrays(index, label, top5, action_top5)
     data = _npy_bytes(lambda f: np.savez(f, **arrays))
     path = as_path(home) / rel
     if is_remote(path):  # one object write is atomic by itself
@@ -127,6 +138,17 @@ def top_classes(logits: np.ndarray, k: int = 5) -> np.ndarray:
     order `metrics.topk_hits` ranks by, so the file gives exactly eval.json's top-1/top-5)."""
     logits = np.asarray(logits)
     return np.argsort(-logits, axis=-1, kind="stable")[:, :min(k, logits.shape[-1])].astype(np.int32)
+
+
+def prediction_rows(result) -> dict[str, np.ndarray]:
+    """`write_predictions`' label, top5 (and a multi-head model's action_top5) of an evaluation."""
+    if not result.heads:
+        return {"label": result.labels, "top5": top_classes(result.logits)}
+    from .metrics import joint_top_k, split_heads
+
+    k = min(5, *(n for _, n in result.heads))
+    top5 = np.stack([top_classes(x, k) for x in split_heads(result.logits, result.heads)], axis=1)
+    return {"label": result.labels, "top5": top5, "action_top5": joint_top_k(result.logits, result.heads, 5)}
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:

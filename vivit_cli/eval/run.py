@@ -58,8 +58,7 @@ def evaluate_checkpoint(path: str | Path, *, data: str | None = None, split: str
             title = f"{restored.path.name}: {split} @ {view_pair[0]}x{view_pair[1]} views, top-1 {entry['top1']:.4f}"
             save_confusion(plot, result.metrics["confusion"], result.label_names, title)
         if write_json:  # the predictions first: the entry that names them lands only once they are there
-            entry["predictions"] = results.write_predictions(
-                restored.home, key, index=result.index, label=result.labels, top5=results.top_classes(result.logits),
-                by_eval=True)
+            entry["predictions"] = results.write_predictions(restored.home, key, index=result.index,
+                                                             **results.prediction_rows(result), by_eval=True)
             eval_json = results.merge_eval_json(restored.home, key, entry)
     return EvalRun(key=key, entry=entry, result=result, restored=restored, eval_json=eval_json)

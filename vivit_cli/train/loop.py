@@ -150,7 +150,8 @@ def resolve_config(cfg, workdir, task, main: bool):
     and written to config.json."""
     from vivit_cli import config
 
-    cfg = cfg.replace(data=dataclasses.replace(cfg.data, num_classes=task.num_classes))
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, num_classes=task.num_classes,
+                                               heads=config.format_heads(getattr(task, "heads", ()))))
     config.validate(cfg)
     saved = read_json(workdir / "config.json")
     if isinstance(saved, dict) and has_checkpoints(workdir):
@@ -317,11 +318,19 @@ def compile_steps(cfg, k: int = 1) -> Compiled:
     train = step_lib.compile_train_step(cfg, model, group.tx, group.schedule, nc, group.shardings,
                                         {"video": tsh, "label": tsh}, repl, seeds=k)
     eval_step = step_lib.compile_eval_step(model, group.shardings["params"],
-                                           {"video": bsh, "label": bsh, "index": bsh, "mask": bsh}, repl, seeds=k)
+                                           {"video": bsh, "label": bsh, "index": bsh, "mask": bsh}, repl, seeds=k,
+                                           heads=multi_heads(cfg))
     # Over several CPU devices, each launch waits for the last (XLA's CPU runtime can deadlock otherwise).
     return Compiled(mesh=mesh, local_batch=local_batch, batch_sharding=bsh, replicated=repl, seeds=axis, one=one,
                     state=group, stack=axis.stacker(one, group), take=axis.taker(one), train=train,
                     run_train=cpu.one_launch_at_a_time(train), eval=cpu.one_launch_at_a_time(eval_step))
+
+
+def multi_heads(cfg) -> tuple[int, ...]:
+    """The heads' class counts of a multi-head config, () for a single head."""
+    from vivit_cli import config
+
+    return config.head_sizes(cfg) if cfg.data.heads else ()
 
 
 def keep_checkpoints(cfg, k: int) -> int:
@@ -511,11 +520,12 @@ def evaluate(cfg, task, c: Compiled, params, split: str | None = None) -> list[d
     frames = 1 if task.kind == "image" else cfg.data.frames
     shape = (b, 1 if task.kind == "image" else views[0] * views[1], frames, cfg.data.crop, cfg.data.crop, 3)
     keys = ("video", "label", "index", "mask")
+    heads = multi_heads(cfg) if task.kind == "video" else ()
     outs, batch = [], None
     for _ in range(eval_batch_count(task.num_examples(split), b, pcount)):
         local = next(it, None)
         if local is None:  # this process's shard is exhausted; the others may still have clips
-            local = masked_batch(b, shape[1:])
+            local = masked_batch(b, shape[1:], label_shape=(len(heads),) if heads else ())
         batch = mesh_lib.global_batch({k: local[k] for k in keys}, c.batch_sharding)
         outs.append(c.eval(params, batch))
     per_seed = zip(*(c.seeds.split_host(o) for o in jax.device_get(outs)))  # [seed][batch] -> its outputs
@@ -528,11 +538,19 @@ def evaluate(cfg, task, c: Compiled, params, split: str | None = None) -> list[d
         totals = {k: float(sum(float(o[k]) for o in seed_outs)) for k in ("top1", "top5", "count")}
         count = max(totals["count"], 1.0)
         keep = [o["mask"].astype(bool) for o in seed_outs]
-        predictions = predictions_arrays(*(np.concatenate([o[k][m] for o, m in zip(seed_outs, keep)])
-                                           for k in ("index", "label", "topk")))
-        results.append({"top1": totals["top1"] / count, "top5": totals["top5"] / count,
-                        "videos": int(totals["count"]), "forward_ms_per_clip": forward_ms,
-                        "predictions": predictions})
+        rows = {k: np.concatenate([o[k][m] for o, m in zip(seed_outs, keep)])
+                for k in ("index", "label", "topk", *(("action_topk",) if heads else ()))}
+        predictions = predictions_arrays(rows["index"], rows["label"], rows["topk"],
+                                         action_top5=rows.get("action_topk"))
+        result = {"top1": totals["top1"] / count, "top5": totals["top5"] / count, "videos": int(totals["count"]),
+                  "forward_ms_per_clip": forward_ms, "predictions": predictions}
+        if heads:  # the action is top1/top5; each head's own figures beside it, by name
+            names = [n for n, _ in config.parse_heads(cfg.data.heads)]
+            for metric in ("top1", "top5"):
+                hits = np.sum([np.asarray(o[f"head_{metric}"]) for o in seed_outs], axis=0)
+                result |= {f"{n}_{metric}": float(h) / count for n, h in zip(names, hits)}
+                result[f"action_{metric}"] = result[metric]
+        results.append(result)
     return results
 
 
@@ -615,6 +633,9 @@ def final_summaries(seeds: list[Seed], task, c: Compiled, params, clock, compile
             "compile_seconds": None if compiled is None else round(compiled[3], 3),
             "final_loss": s.last_loss, "forward_ms_per_clip": ev["forward_ms_per_clip"],
         }
+        if cfg.data.heads:  # top1/top5 are the action's (every head right), as the paper's EK figures are
+            summary["heads"] = cfg.data.heads
+            summary |= {k: v for k, v in ev.items() if k.startswith(head_metric_prefixes(cfg))}
         summary["predictions"] = predictions_path(predictions_key(summary))
         if block is not None:
             summary["perf"] = block
@@ -622,6 +643,12 @@ def final_summaries(seeds: list[Seed], task, c: Compiled, params, clock, compile
             summary["group"] = [t.run_id for t in seeds]
         out.append((summary, ev["predictions"]))
     return out
+
+
+def head_metric_prefixes(cfg) -> tuple[str, ...]:
+    from vivit_cli import config
+
+    return tuple(f"{n}_" for n, _ in config.parse_heads(cfg.data.heads)) + ("action_",)
 
 
 def predictions_key(summary: dict) -> str:

@@ -19,7 +19,10 @@ class VideoTask:
 
         self._data = data
         self.source = data.open_source(cfg)
-        self.num_classes = int(self.source.num_classes)
+        # Several heads (Source.heads; Epic-Kitchens: verb, noun) sit side by side in the one output projection.
+        heads = tuple((name, len(names)) for name, names in getattr(self.source, "heads", ()) or ())
+        self.heads = heads if len(heads) > 1 else ()
+        self.num_classes = sum(n for _, n in self.heads) if self.heads else int(self.source.num_classes)
 
     def train_iterator(self, cfg, *, batch_size: int, shard_index: int, shard_count: int, seed: int):
         return self._data.train_iterator(cfg, batch_size=batch_size, shard_index=shard_index,
