@@ -25,7 +25,8 @@ def report_command(
                                "the paired difference to the reference row; std: mean ± sample std over seeds; "
                                "ci95: mean ± Student's t half width over seeds."),
     accuracy: str = typer.Option("top1", "--accuracy",
-                                 help="top1, top5 (summary.json), or an eval.json key such as val@4x3[:top5]."),
+                                 help="top1, top5 (summary.json; a multi-head run's are the action's), one head's "
+                                      "such as verb_top1 / noun_top5, or an eval.json key such as val@4x3[:top5]."),
     stamp: bool = typer.Option(False, "--stamp", help="Markdown/LaTeX: add the date, git commit and results dir."),
     perf: bool = typer.Option(False, "--perf", help="Add train clips/s, MFU, peak memory and compile time (each "
                               "run's summary.json perf block, mean over seeds)."),

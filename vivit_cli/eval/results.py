@@ -11,8 +11,8 @@ Every evaluation also leaves its per-clip predictions beside eval.json / summary
 int32 [N] and `top5` int32 [N, k] (the k = min(5, classes) best classes, best first), so that reports compare
 runs clip by clip (`report.store.read_predictions` reads exactly this). A multi-head model's (Epic-Kitchens:
 verb, noun) has `label` int32 [N, H], `top5` int32 [N, H, k] (each head's best classes, k = min(5, smallest head))
-and `action_top5` int32 [N, k'] (the best joint classes under the product of the heads' softmaxes, coded
-mixed-radix: verb * 300 + noun), from which the action's top-1 (every head's best right) and top-5 follow.
+`action_top5` int32 [N, k'] (the best joint classes under the product of the heads' softmaxes, coded
+mixed-radix: verb * 300 + noun) and `head_sizes` int32 [H], from which the action's top-1 (every head's best right) and top-5 follow.
 """
 
 from __future__ import annotations
@@ -94,9 +94,9 @@ def save_logits(path: str | Path, result) -> None:
     atomic_write_bytes(path, data)
 
 
-def predictions_arrays(index, label, top5, action_top5=None) -> dict[str, np.ndarray]:
+def predictions_arrays(index, label, top5, action_top5=None, head_sizes=None) -> dict[str, np.ndarray]:
     """The predictions file's arrays, sorted by clip index; two rows of one clip would mean two processes read
-    the same shard. `action_top5` (and `label` [N, H], `top5` [N, H, k]): a multi-head model's."""
+    the same shard. `action_top5` and `head_sizes` (and `label` [N, H], `top5` [N, H, k]): a multi-head model's."""
     index, label, top5 = np.asarray(index, np.int32), np.asarray(label, np.int32), np.asarray(top5, np.int32)
     order = np.argsort(index, kind="stable")
     n = len(order)
@@ -107,6 +107,7 @@ def predictions_arrays(index, label, top5, action_top5=None) -> dict[str, np.nda
     out = {"index": index, "label": label, "top5": top5}
     if action_top5 is not None:
         out["action_top5"] = np.asarray(action_top5, np.int32)[order].reshape(n, -1)
+        out["head_sizes"] = np.asarray(head_sizes, np.int32)
     return out
 
 
@@ -118,11 +119,12 @@ def predictions_path(key: str, *, by_eval: bool = False) -> str:
     return f"{PREDICTIONS_DIR}/{'eval/' if by_eval else ''}{key}.npz"
 
 
-def write_predictions(home, key: str, *, index, label, top5, action_top5=None, by_eval: bool = False) -> str:
+def write_predictions(home, key: str, *, index, label, top5, action_top5=None, head_sizes=None,
+                      by_eval: bool = False) -> str:
     """Writes the predictions of eval key `key` under `home` (`predictions_path`; whole or not at all; `home` may
     be a gs:// URL) and returns their path relative to `home`."""
     rel = predictions_path(key, by_eval=by_eval)
-    arrays = predictions_arrays(index, label, top5, action_top5)
+    arrays = predictions_arrays(index, label, top5, action_top5, head_sizes)
     data = _npy_bytes(lambda f: np.savez(f, **arrays))
     path = as_path(home) / rel
     if is_remote(path):  # one object write is atomic by itself
@@ -148,7 +150,8 @@ def prediction_rows(result) -> dict[str, np.ndarray]:
 
     k = min(5, *(n for _, n in result.heads))
     top5 = np.stack([top_classes(x, k) for x in split_heads(result.logits, result.heads)], axis=1)
-    return {"label": result.labels, "top5": top5, "action_top5": joint_top_k(result.logits, result.heads, 5)}
+    return {"label": result.labels, "top5": top5, "action_top5": joint_top_k(result.logits, result.heads, 5),
+            "head_sizes": [n for _, n in result.heads]}
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:

@@ -45,8 +45,9 @@ def convert_scenic(checkpoint: str | Path, out: str | Path, sets: list[str] | No
                    class_splits: list[int] | None = None, split_names: list[str] | None = None,
                    head: str | None = None) -> dict[str, Any]:
     """A Scenic ViViT checkpoint -> a converted folder. Multi-head checkpoints (Epic Kitchens: one
-    output_projection of 300 noun + 97 verb logits) keep all logits, named `noun/i`, `verb/j` in labels.txt,
-    unless `head` keeps one group."""
+    output_projection of 300 noun + 97 verb logits) become a multi-head model (`data.heads`; Epic Kitchens' moved to
+    verbs then nouns, the `epic:` source's order), named `verb/i`, `noun/j` in labels.txt, unless `head` keeps one
+    group (a single-head model)."""
     from . import scenic
 
     path = scenic.checkpoint_file(checkpoint)
@@ -55,11 +56,18 @@ def convert_scenic(checkpoint: str | Path, out: str | Path, sets: list[str] | No
     proj = params.get("output_projection")
     num_classes = int(proj["kernel"].shape[-1]) if isinstance(proj, dict) and "kernel" in proj else 0
     splits = scenic.head_splits(num_classes, class_splits, split_names) if num_classes else None
+    if splits and head is None:  # a multi-head model: its heads side by side, in the source's order
+        params, splits = scenic.to_source_order(params, splits)
     params, labels = scenic.select_head(params, splits, head)
     inf = infer(params)
     if splits and class_splits is None:
         inf.notes.append(f"{num_classes} classes read as Epic Kitchens' heads "
                          f"({', '.join(f'{n} {c}' for n, c in splits)}); labels.txt names them")
+    if splits and head is None:
+        from vivit_cli import config
+
+        inf.notes.append(f"heads {', '.join(n for n, _ in splits)} (data.heads), in this order in output_projection")
+        sets = [f"data.heads={config.format_heads(splits)}", *(sets or [])]
     cfg = build_config(inf, sets)
     provenance = {"source": "scenic", "file": str(path), "params_at": where, "sha256": writer.file_digest(path),
                   "class_splits": [[n, c] for n, c in splits] if splits else None, "head": head,

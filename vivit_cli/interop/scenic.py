@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from vivit_cli.errors import VivitError
 
 # Epic Kitchens 100: one output_projection whose logits the reference splits into nouns then verbs
@@ -90,10 +92,30 @@ def head_splits(num_classes: int, class_splits: list[int] | None, split_names: l
     return list(zip(names, class_splits))
 
 
+# The order a converted Epic-Kitchens model holds its heads in: the `epic:` source's (labels [N, 2] = verb, noun), so
+# that the converted checkpoint evaluates and fine-tunes on it as a two-head model.
+EPIC_KITCHENS_ORDER = ("verb", "noun")
+
+
+def to_source_order(params: dict, splits: list[tuple[str, int]]) -> tuple[dict, list[tuple[str, int]]]:
+    """(params, splits) with Epic-Kitchens' groups (Scenic: nouns then verbs) moved to verbs then nouns; any other
+    split is kept as it is."""
+    names = [name for name, _ in splits]
+    if sorted(names) != sorted(EPIC_KITCHENS_ORDER) or tuple(names) == EPIC_KITCHENS_ORDER:
+        return params, splits
+    starts = dict(zip(names, np.cumsum([0] + [n for _, n in splits])[:-1].tolist()))
+    sizes = dict(splits)
+    cols = np.concatenate([np.arange(starts[n], starts[n] + sizes[n]) for n in EPIC_KITCHENS_ORDER])
+    proj = params["output_projection"]
+    out = dict(params)
+    out["output_projection"] = {"kernel": np.asarray(proj["kernel"])[:, cols], "bias": np.asarray(proj["bias"])[cols]}
+    return out, [(n, sizes[n]) for n in EPIC_KITCHENS_ORDER]
+
+
 def select_head(params: dict, splits: list[tuple[str, int]] | None, head: str | None
                 ) -> tuple[dict, list[str] | None]:
-    """(params, label names). Our model has one head: keep all logits (labels say which group each is in) or,
-    with `head`, only that group's columns."""
+    """(params, label names): all logits (labels say which group each is in; the groups are the model's heads) or,
+    with `head`, only that group's columns (a single-head model)."""
     if splits is None:
         if head is not None:
             raise VivitError(f"--head {head}: this checkpoint has a single head (use --class-splits to name groups)")

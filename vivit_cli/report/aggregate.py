@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from vivit_cli.errors import VivitError
 from vivit_cli.report import bootstrap, tables
-from vivit_cli.report.store import DONE, FAILED, RUNNING, LoadStats, read_predictions
+from vivit_cli.report.store import DONE, FAILED, RUNNING, LoadStats, head_metric, read_predictions
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (scipy would cost a second to import).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -112,10 +112,23 @@ def select_accuracy(runs, accuracy: str = "top1"):
     if accuracy in ("top1", "top5"):
         runs["acc"] = runs[accuracy]
         return runs
+    named = head_metric(accuracy)
+    if named and "@" not in accuracy:  # one head's figure of multi-head runs; a single head is its own action
+        def pick_head(run):
+            if run["status"] != DONE:
+                return math.nan
+            if named[0] == "action" and not run["heads"]:
+                return run[named[1]]
+            value = (run["head_metrics"] or {}).get(accuracy)
+            return math.nan if value is None else value
+
+        runs["acc"] = [pick_head(r) for r in runs.to_dict("records")]
+        return runs[(runs["status"] != DONE) | runs["acc"].notna()]  # runs without that head are not in the table
     key, _, metric = accuracy.partition(":")
     metric = metric or "top1"
     if "@" not in key or metric not in ("top1", "top5", "mean_class_accuracy"):
-        raise VivitError(f"--accuracy {accuracy!r}: use top1, top5, or an eval.json key like val@4x3[:top5]")
+        raise VivitError(f"--accuracy {accuracy!r}: use top1, top5, a multi-head run's verb_top1 (any head's, or "
+                         "action_top5), or an eval.json key like val@4x3[:top5]")
 
     def pick(ev):
         entry = ev.get(key) if isinstance(ev, dict) else None
@@ -200,8 +213,9 @@ def evaluation(run, accuracy: str = "top1") -> tuple[bootstrap.Evaluation, str]:
     """A done run's figure with its per-clip hits when it has predictions, and how: `paired`, `mismatch`
     (predictions that do not give the run's figure: not used) or `none`."""
     value = float(run["acc"])
-    if accuracy in ("top1", "top5"):
-        rel, clips, metric = run["predictions"], run["eval_videos"], accuracy
+    named = head_metric(accuracy) if "@" not in accuracy else None
+    if accuracy in ("top1", "top5") or named:
+        rel, clips, metric = run["predictions"], run["eval_videos"], named[1] if named else accuracy
     else:
         key, _, metric = accuracy.partition(":")
         entry = run["eval"].get(key) if isinstance(run["eval"], dict) else None
@@ -211,18 +225,25 @@ def evaluation(run, accuracy: str = "top1") -> tuple[bootstrap.Evaluation, str]:
     pred = read_predictions(run["path"], rel) if rel else None
     if pred is None:
         return bootstrap.Evaluation(value, clips=clips), "none"
-    label, top5 = pred["label"], pred["top5"]
-    correct = (top5 == label[:, None]).any(axis=1) if metric == "top5" else top5[:, 0] == label
-    groups = label if metric == "mean_class_accuracy" else None
+    # A multi-head run's hits are the action's (read_predictions), as its top1/top5 are; one head's, its own.
+    correct = pred["hit5"] if metric == "top5" else pred["hit1"]
+    names = [h.partition(":")[0] for h in run["heads"].split(",")] if run.get("heads") else []
+    if named and named[0] != "action":
+        h = names.index(named[0]) if named[0] in names else None
+        if h is None or pred["label"].ndim != 2:
+            return bootstrap.Evaluation(value, clips=clips), "none"
+        label, top5 = pred["label"][:, h], pred["top5"][:, h]
+        correct = (top5 == label[:, None]).any(axis=1) if metric == "top5" else top5[:, 0] == label
+    groups = pred["classes"] if metric == "mean_class_accuracy" else None
     # Figures are rounded to 6 decimals in eval.json; one clip more or less would be 1/N.
-    if abs(bootstrap.accuracy_of(correct, groups) - value) > min(1e-4, 0.5 / len(label)):
-        return bootstrap.Evaluation(value, clips=clips or len(label)), "mismatch"
+    if abs(bootstrap.accuracy_of(correct, groups) - value) > min(1e-4, 0.5 / len(correct)):
+        return bootstrap.Evaluation(value, clips=clips or len(correct)), "mismatch"
     return bootstrap.Evaluation(value, index=pred["index"], correct=correct, groups=groups), "paired"
 
 
 def _split_of(run, accuracy: str) -> str | None:
     """The evaluation split a cell's figure comes from: the eval.json key's, or the predictions file's name."""
-    if accuracy not in ("top1", "top5"):
+    if accuracy not in ("top1", "top5") and "@" in accuracy:
         return accuracy.partition(":")[0].split("@")[0]
     rel = run["predictions"]
     return rel.rsplit("/", 1)[-1].split("@")[0] if isinstance(rel, str) and "@" in rel else None
@@ -326,6 +347,10 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
         notes.append(mixed)
     if any(m in tables.PERF_METRICS for m in spec.metrics):
         notes.append(perf_note(devices, int(done_runs[list(tables.PERF_METRICS)].isna().all(axis=1).sum())))
+    heads = sorted({str(h) for h in done_runs["heads"] if h})
+    if heads:
+        notes.append(f"Runs with several heads ({'; '.join(heads)}): top-1 is the action's (every head right), the "
+                     "measure of the paper's EK column; --accuracy verb_top1 (any head's name) gives one head's.")
     if spec.paper_note:
         notes.append(spec.paper_note)
     return Report(spec=spec, rows=rows, display_rows=display_rows, columns=columns, cells=cells, frame=frame,

@@ -173,7 +173,7 @@ def method_note(report: Report) -> str:
 
 def footnotes(report: Report, spread: str | None = None) -> list[str]:
     spread = _spread(report, spread)
-    source = f"runs read from summary.json{'' if report.accuracy in ('top1', 'top5') else ' and eval.json'}"
+    source = f"runs read from summary.json{'' if '@' not in report.accuracy else ' and eval.json'}"
     if spread == "ci":
         notes = [method_note(report)]
         reference = _reference(report, spread)

@@ -18,7 +18,7 @@ from vivit_cli.report import tables
 # One row of `load_runs`'s DataFrame, in this column order.
 RUN_COLUMNS = ("grid", "run_id", "table", "cell", "row", "column", "seed", "status", "top1", "top5", "params",
                "gflops", "forward_ms_per_clip", "device", "numerics", "steps", "train_seconds", "error", "eval",
-               "mtime", "path", "predictions", "eval_videos", *tables.PERF_METRICS)
+               "mtime", "path", "predictions", "eval_videos", "heads", "head_metrics", *tables.PERF_METRICS)
 
 DONE, FAILED, RUNNING = "done", "failed", "running"
 
@@ -116,12 +116,26 @@ def _run_record(grid: str, run_dir: Path, cell: dict) -> dict:
         # intervals resample those clips. Runs trained before predictions were written have neither or only the count.
         "predictions": summary.get("predictions") if isinstance(summary.get("predictions"), str) else None,
         "eval_videos": int(summary["eval_videos"]) if _float(summary.get("eval_videos")) else None,
+        # A multi-head run's (Epic-Kitchens: "verb:97,noun:300"): top1/top5 are then the action's, and each head's
+        # and the action's figures are in `head_metrics` by name (`--accuracy verb_top1`).
+        "heads": summary.get("heads") if isinstance(summary.get("heads"), str) and summary.get("heads") else None,
+        "head_metrics": {k: _float(v) for k, v in summary.items() if head_metric(k) and _float(v) is not None}
+        if status == DONE else {},
         **_perf_columns(summary),
     }
 
 
+def head_metric(name) -> tuple[str, str] | None:
+    """"verb_top1" -> ("verb", "top1"): a figure of one head of a multi-head run (or "action_*": all heads)."""
+    head, sep, metric = str(name).rpartition("_")
+    return (head, metric) if sep and head and metric in ("top1", "top5") else None
+
+
 def read_predictions(run_path: str, rel) -> dict | None:
-    """`predictions/<split>@<T>x<S>.npz` of a run: index, label, top5 (int arrays, index sorted and unique).
+    """`predictions/<split>@<T>x<S>.npz` of a run: index, label, top5 (int arrays, index sorted and unique), and
+    each clip's hits as the run's figures count them: `hit1`, `hit5` (bool [N]) and `classes` (int [N], what mean
+    class accuracy averages over). A multi-head run's (label [N, H], top5 [N, H, k], action_top5 [N, k']) are the
+    action's: every head's best class right, the joint label among the best joint classes.
 
     None when the run has none, or it is missing, half-written or malformed: the report then falls back to the
     run's figure alone, as for a run trained before predictions were written."""
@@ -134,13 +148,26 @@ def read_predictions(run_path: str, rel) -> dict | None:
     try:
         with np.load(io.BytesIO((as_path(run_path) / rel).read_bytes()), allow_pickle=False) as npz:
             index, label, top5 = (np.asarray(npz[k]) for k in ("index", "label", "top5"))
+            action, sizes = (np.asarray(npz[k]) for k in ("action_top5", "head_sizes")) if label.ndim == 2 \
+                else (None, None)
     except Exception:  # noqa: BLE001 - missing, torn (BadZipFile, EOFError), or a key absent: all "not written"
         return None
     n = len(index)
-    ok = (index.ndim == 1 and label.shape == (n,) and top5.ndim == 2 and len(top5) == n and top5.shape[1] >= 1
-          and n > 0 and all(np.issubdtype(a.dtype, np.integer) for a in (index, label, top5))
-          and bool(np.all(np.diff(index) > 0)))
-    return {"index": index, "label": label, "top5": top5} if ok else None
+    arrays = (index, label, top5) + (() if action is None else (action,))
+    ok = (index.ndim == 1 and n > 0 and all(len(a) == n and np.issubdtype(a.dtype, np.integer) for a in arrays)
+          and bool(np.all(np.diff(index) > 0)) and top5.shape[-1] >= 1
+          and (label.ndim, top5.ndim) in ((1, 2), (2, 3)) and top5.shape[1:-1] == label.shape[1:]
+          and (action is None or (action.ndim == 2 and action.shape[1] >= 1 and sizes.shape == label.shape[1:])))
+    if not ok:
+        return None
+    if action is None:
+        hit1, hit5, classes = top5[:, 0] == label, (top5 == label[:, None]).any(axis=1), label
+    else:  # the joint label in action_top5's numbering: mixed-radix over the heads, head 0 most significant
+        classes = label[:, 0].astype(np.int64)
+        for h in range(1, label.shape[1]):
+            classes = classes * int(sizes[h]) + label[:, h]
+        hit1, hit5 = (top5[:, :, 0] == label).all(axis=1), (action == classes[:, None]).any(axis=1)
+    return {"index": index, "label": label, "top5": top5, "hit1": hit1, "hit5": hit5, "classes": classes}
 
 
 def _run_dirs(root: Path):

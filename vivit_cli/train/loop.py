@@ -541,7 +541,7 @@ def evaluate(cfg, task, c: Compiled, params, split: str | None = None) -> list[d
         rows = {k: np.concatenate([o[k][m] for o, m in zip(seed_outs, keep)])
                 for k in ("index", "label", "topk", *(("action_topk",) if heads else ()))}
         predictions = predictions_arrays(rows["index"], rows["label"], rows["topk"],
-                                         action_top5=rows.get("action_topk"))
+                                         action_top5=rows.get("action_topk"), head_sizes=heads or None)
         result = {"top1": totals["top1"] / count, "top5": totals["top5"] / count, "videos": int(totals["count"]),
                   "forward_ms_per_clip": forward_ms, "predictions": predictions}
         if heads:  # the action is top1/top5; each head's own figures beside it, by name
