@@ -168,7 +168,7 @@ def test_average_pool_baseline_needs_frames(tmp_path):
 
 
 def test_epic_kitchens_heads(tmp_path):
-    """One output_projection of 300 noun + 97 verb logits: kept whole (labels name the group) or one group."""
+    """One output_projection of 300 noun + 97 verb logits: a two-head model (verb then noun), or one group."""
     from vivit_cli import interop
     from vivit_cli.runtime import checkpoint
 
@@ -176,7 +176,13 @@ def test_epic_kitchens_heads(tmp_path):
     write_checkpoint(tmp_path / "ck", tree)
     interop.convert_scenic(tmp_path / "ck", tmp_path / "both")
     labels = (tmp_path / "both" / "labels.txt").read_text().split()
-    assert len(labels) == 397 and labels[0] == "noun/0" and labels[300] == "verb/0" and labels[-1] == "verb/96"
+    # Both heads, moved to the epic: source's order: verbs, then nouns.
+    assert len(labels) == 397 and labels[0] == "verb/0" and labels[97] == "noun/0" and labels[-1] == "noun/299"
+    cfg, params = checkpoint.load(tmp_path / "both")
+    assert cfg.data.heads == "verb:97,noun:300" and cfg.data.num_classes == 397
+    kernel = tree["output_projection"]["kernel"]
+    np.testing.assert_array_equal(params["output_projection"]["kernel"], np.concatenate([kernel[:, 300:],
+                                                                                         kernel[:, :300]], axis=1))
     interop.convert_scenic(tmp_path / "ck", tmp_path / "verb", head="verb")
     cfg, params = checkpoint.load(tmp_path / "verb")
     assert cfg.data.num_classes == 97
@@ -269,3 +275,33 @@ def test_convert_help_does_not_import_jax():
             "print(bad); sys.exit(1 if bad or rc else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_epic_kitchens_checkpoint_evaluates_as_two_heads(tmp_path):
+    """The converted 397-way checkpoint scores a two-head (verb, noun) source: its verb, noun and action top-1 are
+    what the Scenic tree's own logits give with Scenic's split (nouns = columns 0-299, verbs = 300-396)."""
+    from vivit_cli import config, interop
+    from vivit_cli.eval.run import evaluate_checkpoint
+
+    tree = scenic_tree("factorized_encoder", "token", classes=397)
+    write_checkpoint(tmp_path / "ck", tree)
+    interop.convert_scenic(tmp_path / "ck", tmp_path / "ek", ["data.frames=8", "data.crop=16"])
+    # Clips of one colour each: any resize or crop gives the same pixels, so the expected logits are exact.
+    colours = np.random.default_rng(1).integers(0, 256, (6, 3))
+    video = np.broadcast_to(colours[:, None, None, None, :], (6, 8, 16, 16, 3)).astype(np.uint8)
+    cfg = config.build(BASE + ["model.variant=factorised_encoder", "model.classifier=token",
+                               "model.temporal_layers=1", "data.num_classes=397"])
+    logits = _logits(cfg, tree, video.astype(np.float32) / 127.5 - 1)
+    verb, noun = logits[:, 300:].argmax(1), logits[:, :300].argmax(1)
+    verb_ok, noun_ok = np.arange(6) % 2 == 0, np.arange(6) % 3 != 0
+    labels = np.stack([np.where(verb_ok, verb, (verb + 1) % 97), np.where(noun_ok, noun, (noun + 1) % 300)], 1)
+    np.savez(tmp_path / "ek.npz", test_video=video, test_label=labels.astype(np.int32),
+             head_names=np.array(["verb", "noun"]), head_sizes=np.array([97, 300]))
+    run = evaluate_checkpoint(tmp_path / "ek", data=f"npy:{tmp_path / 'ek.npz'}", split="test", views="1x1")
+    e = run.entry
+    assert (e["verb_top1"], e["noun_top1"]) == (0.5, pytest.approx(4 / 6))
+    assert e["top1"] == e["action_top1"] == pytest.approx(2 / 6)  # clips 2 and 4: both heads right
+    with pytest.raises(VivitError, match="has one head, the model has verb:97,noun:300"):
+        np.savez(tmp_path / "one.npz", test_video=video, test_label=labels[:, 0].astype(np.int32))
+        evaluate_checkpoint(tmp_path / "ek", data=f"npy:{tmp_path / 'one.npz'}", split="test", views="1x1")

@@ -15,6 +15,6 @@ from .schema import (ATTENTION_ORDERS, CLASSIFIERS, EMBEDDINGS, INITS, SIZES, VA
 __all__ = [
     "ATTENTION_ORDERS", "CLASSIFIERS", "Config", "DataConfig", "EMBEDDINGS", "INITS", "ModelConfig", "PRESETS",
     "RunConfig", "SIZES", "TrainConfig", "VARIANTS", "VARIANT_ALIASES", "apply_overrides", "build", "config_hash",
-    "format_heads", "from_dict", "head_sizes", "parse_heads", "from_json", "image_config", "parse_sets", "parse_tubelet", "parse_views", "preset_overrides", "resolve",
-    "to_dict", "to_json", "token_grid", "validate",
+    "format_heads", "from_dict", "from_json", "head_sizes", "image_config", "parse_heads", "parse_sets",
+    "parse_tubelet", "parse_views", "preset_overrides", "resolve", "to_dict", "to_json", "token_grid", "validate",
 ]

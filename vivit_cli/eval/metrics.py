@@ -7,6 +7,8 @@ scores; for a 1x1 evaluation the two are the same thing).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 
@@ -80,7 +82,7 @@ def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def split_heads(logits: np.ndarray, heads) -> list[np.ndarray]:
     """[N, sum(classes)] -> each head's [N, classes]."""
     bounds = np.cumsum([0] + [int(n) for _, n in heads])
-    return [np.asarray(logits)[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [np.asarray(logits)[:, a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def action_codes(labels: np.ndarray, heads) -> np.ndarray:

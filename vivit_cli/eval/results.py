@@ -10,9 +10,10 @@ Every evaluation also leaves its per-clip predictions beside eval.json / summary
 `predictions/eval/<key>.npz`): `index` int32 [N] (the clip's index in the split, unique, ascending), `label`
 int32 [N] and `top5` int32 [N, k] (the k = min(5, classes) best classes, best first), so that reports compare
 runs clip by clip (`report.store.read_predictions` reads exactly this). A multi-head model's (Epic-Kitchens:
-verb, noun) has `label` int32 [N, H], `top5` int32 [N, H, k] (each head's best classes, k = min(5, smallest head))
-`action_top5` int32 [N, k'] (the best joint classes under the product of the heads' softmaxes, coded
-mixed-radix: verb * 300 + noun) and `head_sizes` int32 [H], from which the action's top-1 (every head's best right) and top-5 follow.
+verb, noun) has `label` int32 [N, H], `top5` int32 [N, H, k] (each head's best classes, k = min(5, smallest head)),
+`action_top5` int32 [N, k'] (the best joint classes under the product of the heads' softmaxes, coded mixed-radix:
+verb * 300 + noun) and `head_sizes` int32 [H], from which the action's top-1 (every head's best right) and top-5
+follow.
 """
 
 from __future__ import annotations

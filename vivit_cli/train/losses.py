@@ -6,6 +6,8 @@ SSv2 use label smoothing 0.2 and mixup alpha 0.1 (EK) / 0.3 (SSv2) alongside sto
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 
@@ -49,7 +51,7 @@ def head_slices(sizes) -> list[slice]:
     bounds = [0]
     for s in sizes:
         bounds.append(bounds[-1] + int(s))
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def multi_head_targets(labels, sizes, smoothing: float = 0.0):
