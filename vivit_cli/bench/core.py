@@ -175,7 +175,9 @@ def prepare(cfg, *, batch_size: int | None = None, num_classes: int | None = Non
     local_batch = mesh_lib.check_batch(mesh, batch, key="--batch-size")
     rng = np.random.default_rng(seed)
     video = rng.uniform(-1, 1, (local_batch, cfg.data.frames, cfg.data.crop, cfg.data.crop, 3)).astype(np.float32)
-    labels = rng.integers(0, nc, local_batch).astype(np.int32)
+    heads = config.head_sizes(cfg) if cfg.data.heads else ()  # a multi-head model's labels are [b, H]
+    labels = (np.stack([rng.integers(0, n, local_batch) for n in heads], 1) if heads
+              else rng.integers(0, nc, local_batch)).astype(np.int32)
     # On the devices before any timing starts: the figures are the model's, not the input pipeline's.
     data = mesh_lib.global_batch({"video": video, "label": labels}, mesh_lib.batch_sharding(mesh))
     param_sh = mesh_lib.tree_shardings(mesh, models.param_shapes(cfg, nc))
