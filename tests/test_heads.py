@@ -238,3 +238,14 @@ def test_two_head_run_end_to_end(tmp_path, cli):
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.dumps(next(r for r in json.loads(p.stdout)["rows"] if r["row"] == "+ Mixup")).count(
         str(round(100 * summary["verb_top1"], 1))) >= 1
+
+
+def test_predict_names_the_best_actions():
+    from vivit_cli.eval.predict import _top_actions
+
+    tops = _top_actions(LOGITS, HEADS, 2, ["take", "put", "cup", "plate", "door"])
+    best = tops[0][0]
+    assert best["index"] == [0, 4] and best["label"] == "take + door"
+    want = np.exp(_log_softmax(LOGITS[0, :2])[0] + _log_softmax(LOGITS[0, 2:])[2])
+    assert best["probability"] == pytest.approx(want, rel=1e-5)
+    assert [t["label"] for t in tops[2]] == ["take + plate", "take + door"]  # clip 2: codes 1, then 2

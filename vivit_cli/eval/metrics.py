@@ -93,9 +93,10 @@ def action_codes(labels: np.ndarray, heads) -> np.ndarray:
     return code
 
 
-def joint_top_k(logits: np.ndarray, heads, k: int = 5) -> np.ndarray:
-    """int64 [N, min(k, prod(classes))]: the most likely joint classes, best first. The best k joint classes use only
-    each head's k best classes, so k^H candidates are ranked (ties towards the lower code)."""
+def joint_top_k(logits: np.ndarray, heads, k: int = 5, with_probs: bool = False):
+    """int64 [N, min(k, prod(classes))]: the most likely joint classes, best first (and with `with_probs` their
+    probabilities, the product of the heads'). The best k joint classes use only each head's k best classes, so k^H
+    candidates are ranked (ties towards the lower code)."""
     codes, logp = None, None
     for part, (_, n) in zip(split_heads(logits, heads), heads):
         z = np.asarray(part, np.float64)
@@ -110,7 +111,16 @@ def joint_top_k(logits: np.ndarray, heads, k: int = 5) -> np.ndarray:
         logp = (logp[:, :, None] + top[:, None, :]).reshape(len(z), -1)
         order = np.lexsort((codes, -logp), axis=-1)[:, :k]  # by log-probability, then by code
         codes, logp = np.take_along_axis(codes, order, -1), np.take_along_axis(logp, order, -1)
-    return codes
+    return (codes, np.exp(logp).astype(np.float32)) if with_probs else codes
+
+
+def decode_action(code: int, heads) -> list[int]:
+    """A joint class's code -> each head's class."""
+    out = []
+    for _, n in reversed(heads):
+        code, c = divmod(int(code), int(n))
+        out.append(c)
+    return out[::-1]
 
 
 def action_hits(logits: np.ndarray, labels: np.ndarray, heads) -> np.ndarray:

@@ -93,8 +93,9 @@ def decode_views(files: list[str], cfg, views: tuple[int, int]) -> np.ndarray:
 
 def predict_videos(cfg, params, num_classes: int, files: list[str], *, views: tuple[int, int] = (1, 1),
                    top_k: int = 5, label_names=(), batch_size: int = 8) -> list[dict]:
-    """Per file: top-k classes with softmax probabilities of the view-averaged logits, and the logits."""
-    from vivit_cli import runtime
+    """Per file: top-k classes with softmax probabilities of the view-averaged logits (a multi-head model's: top-k
+    actions), and the logits."""
+    from vivit_cli import config, runtime
 
     if top_k <= 0:
         raise VivitError(f"--top-k={top_k}: must be positive")
@@ -104,9 +105,28 @@ def predict_videos(cfg, params, num_classes: int, files: list[str], *, views: tu
 
     fwd = Forward(cfg, params, num_classes)
     logits = metrics.average_views(predict_rows(fwd, lambda lo, hi: videos[lo:hi], len(videos), batch_size))
-    idx, probs = metrics.top_k(logits, top_k)
     names = list(label_names) if len(label_names) == num_classes else [str(i) for i in range(num_classes)]
+    heads = config.parse_heads(cfg.data.heads)
+    if heads:  # a multi-head model (Epic-Kitchens): the most likely actions, one class of every head each
+        return [{"file": str(f), "views": f"{views[0]}x{views[1]}", "top": tops, "logits": logits[i]}
+                for i, (f, tops) in enumerate(zip(files, _top_actions(logits, heads, top_k, names)))]
+    idx, probs = metrics.top_k(logits, top_k)
     return [{"file": str(f), "views": f"{views[0]}x{views[1]}",
              "top": [{"index": int(c), "label": names[c], "probability": float(p)} for c, p in zip(idx[i], probs[i])],
              "logits": logits[i]}
             for i, f in enumerate(files)]
+
+
+def _top_actions(logits: np.ndarray, heads, k: int, names: list[str]) -> list[list[dict]]:
+    """Per clip: the k best joint classes under the product of the heads' softmaxes, each as its heads' classes
+    (`index`: their columns in the logits) and one label, the heads' names joined by " + "."""
+    codes, probs = metrics.joint_top_k(logits, heads, k, with_probs=True)
+    offsets = np.cumsum([0] + [n for _, n in heads])[:-1]
+    out = []
+    for row_codes, row_probs in zip(codes, probs):
+        tops = []
+        for code, p in zip(row_codes, row_probs):
+            cols = [int(o + c) for o, c in zip(offsets, metrics.decode_action(code, heads))]
+            tops.append({"index": cols, "label": " + ".join(names[c] for c in cols), "probability": float(p)})
+        out.append(tops)
+    return out

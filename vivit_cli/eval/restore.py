@@ -166,4 +166,7 @@ def label_names(cfg, home: Path, num_classes: int, source=None) -> tuple[str, ..
             source = None
     if source is not None and source.num_classes == num_classes:
         return tuple(source.label_names)
+    heads = getattr(source, "heads", ()) or ()
+    if len(heads) > 1 and sum(len(names) for _, names in heads) == num_classes:  # side by side, as the model's
+        return tuple(f"{head}/{name}" for head, names in heads for name in names)
     return tuple(str(i) for i in range(num_classes))
