@@ -251,7 +251,9 @@ def _train(seeds: list[Seed], task, perf) -> None:
         for s, (summary, predictions) in live(seeds, finals):
             s.log.write({"step": total, "top1": summary["top1"], "top5": summary["top5"],
                          "split": summary["eval_split"]})
-            s.wandb.log({"eval/top1": summary["top1"], "eval/top5": summary["top5"]}, total)
+            s.wandb.log({"eval/top1": summary["top1"], "eval/top5": summary["top5"],
+                         **{f"eval/{k}": v for k, v in summary.items() if k.startswith(head_metric_prefixes(s.cfg))}},
+                        total)
             s.wandb.finish(summary)
             if main:
                 write_predictions(s.workdir, predictions_key(summary), **predictions)
