@@ -19,7 +19,7 @@ from vivit_cli.errors import VivitError
 from .base import Source
 from .csv_rows import check_segment, number, read_table
 from .registry import OpenContext, register
-from .scan import Item, video_source
+from .scan import Item, folder_arg, video_source
 
 COLUMNS = ("uid", "narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
            "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class",
@@ -65,9 +65,7 @@ def _media(root: Path, participant: str, video_id: str) -> str:
 
 @register("epic")
 def open_epic(arg: str, ctx: OpenContext) -> Source:
-    root = Path(arg).expanduser()
-    if not root.is_dir():
-        raise VivitError(f"data.source=epic:{arg}: no such folder")
+    root = folder_arg("epic", arg)
     ann_dir = _annotation_dir(root)
     heads = tuple((name, _class_names(ann_dir, filename, size)) for name, filename, size in HEADS)
     sizes = [len(names) for _, names in heads]

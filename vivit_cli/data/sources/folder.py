@@ -8,7 +8,7 @@ from vivit_cli.errors import VivitError
 
 from .base import SPLIT_ALIASES, VIDEO_EXTENSIONS, Source
 from .registry import OpenContext, register
-from .scan import by_name, class_dirs, hash_split, sorted_labels, video_source, videos_in
+from .scan import by_name, class_dirs, folder_arg, hash_split, sorted_labels, video_source, videos_in
 
 
 def class_files(cdir: Path) -> list[Path]:
@@ -32,9 +32,7 @@ def split_class_items(splits: dict[str, Path]) -> list[tuple[str, str, str]]:
 
 @register("folder")
 def open_folder(arg: str, ctx: OpenContext) -> Source:
-    root = Path(arg).expanduser()
-    if not root.is_dir():
-        raise VivitError(f"data.source=folder:{arg}: no such folder")
+    root = folder_arg("folder", arg)
     splits = split_dirs(root)
     if splits:
         layout = "split/class"

@@ -20,7 +20,7 @@ from .base import SPLIT_ALIASES, Source
 from .csv_rows import check_segment, number, read_table
 from .folder import split_class_items, split_dirs
 from .registry import OpenContext, register
-from .scan import Item, by_name, class_dirs, sorted_labels, video_source, videos_in
+from .scan import Item, by_name, class_dirs, folder_arg, sorted_labels, video_source, videos_in
 
 COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split", "is_cc")
 REQUIRED = ("youtube_id", "time_start", "time_end")
@@ -59,9 +59,7 @@ def _rows(csv_path: Path, split: str, files: dict[str, str], video_dir: Path) ->
 
 @register("kinetics")
 def open_kinetics(arg: str, ctx: OpenContext) -> Source:
-    root = Path(arg).expanduser()
-    if not root.is_dir():
-        raise VivitError(f"data.source=kinetics:{arg}: no such folder")
+    root = folder_arg("kinetics", arg)
     folders = split_dirs(root)
     if not folders:
         raise VivitError(f"data.source=kinetics:{arg}: no train/, val/ or test/ folder of videos")

@@ -15,7 +15,7 @@ from vivit_cli.errors import VivitError
 from .base import Source
 from .csv_rows import read_rows
 from .registry import OpenContext, register
-from .scan import Item, video_source
+from .scan import Item, folder_arg, video_source
 
 SPLITS = (("train", "trainingSet.csv", "training"), ("val", "validationSet.csv", "validation"))
 CATEGORIES = "moments_categories.txt"
@@ -38,9 +38,7 @@ def _categories(path: Path) -> tuple[str, ...]:
 
 @register("mit")
 def open_mit(arg: str, ctx: OpenContext) -> Source:
-    root = Path(arg).expanduser()
-    if not root.is_dir():
-        raise VivitError(f"data.source=mit:{arg}: no such folder")
+    root = folder_arg("mit", arg)
     ann_dir = next((d for d in (root, root / "annotations") if (d / CATEGORIES).is_file()), None)
     if ann_dir is None:
         raise VivitError(f"{root / CATEGORIES}: missing annotation file (the class index order)")

@@ -34,6 +34,14 @@ class Item:
     where: str = ""
 
 
+def folder_arg(kind: str, arg: str) -> Path:
+    """The folder a `kind:PATH` spec names (a missing one is bad input)."""
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise VivitError(f"data.source={kind}:{arg}: no such folder")
+    return root
+
+
 def hash_split(rel: str) -> str:
     # A stable 80/10/10 split of a single pool of files, independent of listing order.
     h = int(hashlib.sha1(rel.encode()).hexdigest()[:8], 16) % 10

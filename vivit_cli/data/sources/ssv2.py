@@ -18,7 +18,7 @@ from vivit_cli.errors import VivitError
 
 from .base import Source
 from .registry import OpenContext, register
-from .scan import Item, video_source
+from .scan import Item, folder_arg, video_source
 
 
 def _annotation_dir(root: Path) -> Path | None:
@@ -40,9 +40,7 @@ def _template_ids(labels_file: Path) -> dict[str, int]:
 
 @register("ssv2")
 def open_ssv2(arg: str, ctx: OpenContext) -> Source:
-    root = Path(arg).expanduser()
-    if not root.is_dir():
-        raise VivitError(f"data.source=ssv2:{arg}: no such folder")
+    root = folder_arg("ssv2", arg)
     ann_dir = _annotation_dir(root)
     if ann_dir is None:
         raise VivitError(f"{root / 'labels.json'}: missing annotation file (*labels.json, the template -> class id "
