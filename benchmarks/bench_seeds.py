@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_md import replace_block  # the sibling module: scripts run with benchmarks/ on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- bench_seeds:begin -->", "<!-- bench_seeds:end -->"
 
@@ -162,17 +164,7 @@ def block(res: dict) -> str:
 
 
 def write_results(res: dict) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    text = path.read_text()
-    new = block(res)
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + new + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + new + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    replace_block(BEGIN, END, block(res))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_md import replace_block  # the sibling module: scripts run with benchmarks/ on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -63,7 +64,7 @@ def main() -> int:
     text = block(res)
     print(text)
     if a.write_results:
-        write_results(text)
+        replace_block(BEGIN, END, text)
     return 0
 
 
@@ -79,19 +80,6 @@ def block(res: dict) -> str:
             f"frames at stride 2; medians of {res['rounds']} interleaved rounds\n\n"
             "| clip starts at frame | from frame 0 (ms) | seek (ms) | speed-up | same pixels |\n|---|---|---|---|---|\n"
             f"{rows}\n{END}")
-
-
-def write_results(new: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    text = path.read_text()
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + new + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + new + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
