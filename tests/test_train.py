@@ -160,6 +160,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and "missing.json" in r.stderr and "Traceback" not in r.stderr
     r = vivit("train", "--wandb", "sometimes", "--workdir", str(tmp_path / "w"))
     assert r.returncode == 2 and "run.wandb" in r.stderr
+    # A split the source lacks is refused before the first step, not found at the final eval.
+    r = vivit("train", "--preset", "smoke", "--set", "data.eval_split=holdout", "--workdir", str(tmp_path / "h"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "data.eval_split=holdout" in r.stderr and "train, val, test" in r.stderr
+    assert not (tmp_path / "h" / "checkpoints").exists()
 
 
 def test_commands_that_compute_nothing_do_not_import_jax():

@@ -19,10 +19,26 @@ class VideoTask:
 
         self._data = data
         self.source = data.open_source(cfg)
+        # Before any step: a missing split would otherwise surface only at the final eval, after all the training.
+        used = [("data.train_split", cfg.data.train_split), ("data.eval_split", cfg.data.eval_split)]
+        if cfg.train.eval_every > 0:
+            used.append(("data.val_split", cfg.data.val_split))
+        for key, name in used:
+            self._check_split(key, name)
         # Several heads (Source.heads; Epic-Kitchens: verb, noun) sit side by side in the one output projection.
         heads = tuple((name, len(names)) for name, names in getattr(self.source, "heads", ()) or ())
         self.heads = heads if len(heads) > 1 else ()
         self.num_classes = sum(n for _, n in self.heads) if self.heads else int(self.source.num_classes)
+
+    def _check_split(self, key: str, name: str) -> None:
+        from vivit_cli.errors import VivitError
+
+        try:
+            self.source.split(name)
+        except VivitError:
+            have = ", ".join(self.source.splits) or "none"
+            raise VivitError(f"{key}={name}: {self.source.spec} has no such split (it has {have}); "
+                             f"pass --set {key}=<one of them>") from None
 
     def train_iterator(self, cfg, *, batch_size: int, shard_index: int, shard_count: int, seed: int):
         return self._data.train_iterator(cfg, batch_size=batch_size, shard_index=shard_index,
@@ -93,6 +109,12 @@ class ImageTask:
 
         self._data = data
         self.source = data.open_source(cfg)
+        # Before any step: a missing split would otherwise surface only at the final eval, after all the training.
+        used = [("data.train_split", cfg.data.train_split), ("data.eval_split", cfg.data.eval_split)]
+        if cfg.train.eval_every > 0:
+            used.append(("data.val_split", cfg.data.val_split))
+        for key, name in used:
+            self._check_split(key, name)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         # The image label set is whatever `still_images` labels (for the embedded data: the ten digits of
         # the appearance task, whichever task the video config names), not necessarily the source's.
