@@ -197,6 +197,46 @@ def test_batched_crop_resize_is_the_per_clip_one_bit_for_bit():
         np.testing.assert_array_equal(got, want)
 
 
+def test_resize_then_crop_geometry_is_scenics():
+    # DMVR's resize_smallest (long side rounded down) and Scenic's three crops, at the paper's 256 / 224.
+    assert T.default_resize(224) == 256 and T.default_resize(32) == 37
+    assert T.resized_size(272, 640, 256) == (256, 602) and T.resized_size(640, 272, 256) == (602, 256)
+    assert T.resized_size(36, 36, 37) == (37, 37)
+    assert T.view_offsets(256, 341, 224, 1) == [(16, 58)]  # centre, rounded down (DMVR, Hugging Face)
+    assert T.view_offsets(256, 341, 224, 3) == [(16, 0), (16, 59), (16, 117)]  # 0, ceil(room / 2), room
+    assert T.view_offsets(341, 256, 224, 3) == [(0, 16), (59, 16), (117, 16)]  # taller than wide: down the height
+    assert T.view_offsets(256, 256, 224, 3) == [(16, 0), (16, 16), (16, 32)]  # square: along the width, distinct
+    assert T.view_offsets(37, 37, 32, 3) == [(3, 0), (3, 3), (3, 5)]
+    assert T.view_offsets(37, 37, 32, 2) == [(3, 0), (3, 5)]
+
+
+def test_views_are_crops_of_the_resized_frame():
+    rng = np.random.default_rng(2)
+    spec = T.ClipSpec(frames=2, stride=1, crop=16)  # resize 18
+    at_size = rng.integers(0, 256, (2, 18, 30, 3)).astype(np.uint8)  # decoded video: already at the short side
+    for (top, left), view in zip(T.view_offsets(18, 30, 16, 3), T.spatial_views(at_size, spec, 3)):
+        np.testing.assert_array_equal(view, at_size[:, top:top + 16, left:left + 16].astype(np.float32))
+    native = rng.integers(0, 256, (2, 27, 45, 3)).astype(np.uint8)  # anything else: one resample of the crop
+    resized = T.crop_resize(native, 0, 0, 27, 45, 18, 30)
+    for (top, left), view in zip(T.view_offsets(18, 30, 16, 3), T.spatial_views(native, spec, 3)):
+        np.testing.assert_allclose(view, resized[:, top:top + 16, left:left + 16], atol=1e-3)
+
+
+def test_random_crop_boxes_cover_the_jittered_scale():
+    rng = np.random.default_rng(3)
+    spec = T.ClipSpec(frames=1, stride=1, crop=224, scale_min=0.9, scale_max=1.33)
+    h, w = 272, 640  # resized to 256 x 602, then each side scaled by its own s in [0.9, 1.33)
+    boxes = np.array([T.crop_box(h, w, rng, spec) for _ in range(2000)])
+    top, left, side_h, side_w = boxes.T
+    scale = 272 / 256
+    assert side_h.min() >= 224 * scale / 1.33 - 1e-6 and side_h.max() <= 224 * scale / 0.9 + 0.5
+    assert np.ptp(side_h / side_w) > 0.3  # the two sides drawn apart (DMVR's scale_jitter_augm)
+    assert top.min() >= 0 and (top + side_h).max() <= h + 1e-6 and (left + side_w).max() <= w + 1e-6
+    assert left.max() > 0.9 * (w - side_w.min())  # offsets reach the far end
+    squeezed = T.ClipSpec(frames=1, stride=1, crop=32, scale_min=0.5, scale_max=0.6)  # 37 * 0.6 < 32
+    assert T.crop_box(36, 36, rng, squeezed) == (0.0, 0.0, 36.0, 36.0)
+
+
 def test_augmentations_keep_shape_and_range():
     rng = np.random.default_rng(1)
     clip = rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)

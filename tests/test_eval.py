@@ -71,12 +71,18 @@ def test_round_batch_refuses_non_positive():
 
 
 def test_distinct_views_rules():
-    assert distinct_views(12, 36, 36, 8, (1, 1)) is None
-    assert distinct_views(12, 36, 36, 8, (5, 1)) is None  # 4 frames of room: starts 0, 1, 2, 3, 4
-    assert "at least 13 frames" in distinct_views(12, 36, 36, 8, (6, 1))
-    assert "spatial crops" in distinct_views(12, 36, 36, 8, (1, 3))
-    assert distinct_views(12, 36, 38, 8, (1, 3)) is None
-    assert distinct_views(8, 240, 320, 8, (1, 3)) is None
+    from vivit_cli import config
+
+    cfg = config.build(["data.crop=32"])  # frames resized to a short side of 37 before 32 x 32 crops
+    assert distinct_views(12, 36, 36, 8, (1, 1), cfg) is None
+    assert distinct_views(12, 36, 36, 8, (5, 1), cfg) is None  # 4 frames of room: starts 0, 1, 2, 3, 4
+    assert "at least 13 frames" in distinct_views(12, 36, 36, 8, (6, 1), cfg)
+    assert distinct_views(12, 36, 36, 8, (4, 3), cfg) is None  # square: 5 px of room along the resized width
+    assert distinct_views(8, 240, 320, 8, (1, 3), cfg) is None
+    tight = config.build(["data.crop=32", "data.eval_resize=33"])
+    assert distinct_views(12, 36, 36, 8, (1, 2), tight) is None  # 1 px of room: two crops
+    assert "33x33" in distinct_views(12, 36, 36, 8, (1, 3), tight)
+    assert distinct_views(12, 32, 40, 8, (1, 3), tight) is None  # 33 x 41 resized
 
 
 def test_clip_array_checks():

@@ -91,12 +91,14 @@ def test_1x1_eval_agrees_with_the_trainers_final_eval(run_dir, capsys):
 
 def _views_by_hand(videos: np.ndarray, span: int, n_t: int, crop: int, n_s: int) -> np.ndarray:
     """[N, n_t * n_s, span, crop, crop, 3]: clips evenly spread in time x crops evenly spread along the width,
-    for frames whose height already equals the crop (no resize needed), in the model's [-1, 1] range."""
+    for frames whose height already equals the resized short side (round(crop * 8 / 7): no resize needed), in the
+    model's [-1, 1] range. Three crops: Scenic's, at 0, ceil(room / 2) and room, centred vertically rounded up."""
     n, frames, h, w, _ = videos.shape
-    assert h == crop
+    assert h == round(crop * 8 / 7) < w
     starts = [round(i * (frames - span) / (n_t - 1)) for i in range(n_t)] if n_t > 1 else [(frames - span) // 2]
-    lefts = [round(j * (w - crop) / (n_s - 1)) for j in range(n_s)] if n_s > 1 else [(w - crop) // 2]
-    views = [videos[:, s:s + span, :, x:x + crop] for s in starts for x in lefts]
+    lefts = [0, -(-(w - crop) // 2), w - crop] if n_s == 3 else [(w - crop) // 2]
+    top = -(-(h - crop) // 2) if n_s == 3 else (h - crop) // 2
+    views = [videos[:, s:s + span, top:top + crop, x:x + crop] for s in starts for x in lefts]
     return np.stack(views, 1).astype(np.float32) * np.float32(2 / 255) - np.float32(1)
 
 
@@ -105,7 +107,7 @@ def test_multiview_equals_hand_computed_average_of_view_logits(run_dir, tmp_path
     from vivit_cli.eval.predict import predict_array
 
     rng = np.random.default_rng(0)
-    videos = rng.integers(0, 256, (7, 12, 16, 24, 3), dtype=np.uint8)  # wider than tall: 3 distinct crops
+    videos = rng.integers(0, 256, (7, 12, 18, 25, 3), dtype=np.uint8)  # short side 18 already: crops are slices
     labels = np.array([0, 3, 5, 7, 8, 9, 2], np.int32)  # label 9 present: 10 classes, as the model
     np.save(tmp_path / "test_video.npy", videos)
     np.save(tmp_path / "test_label.npy", labels)
@@ -310,7 +312,7 @@ def test_bad_inputs_exit_2_with_one_line_and_touch_nothing(run_dir, tmp_path, ca
     cases = [
         (["eval", run_dir, "--split", "nope"], "no split 'nope'"),
         (["eval", run_dir, "--views", "10x1"], "10 temporal clips"),
-        (["eval", run_dir, "--views", "1x3"], "spatial crops"),
+        (["eval", run_dir, "--views", "1x4"], "spatial crops"),  # 36 x 36 clips resized to 18: 2 px of room
         (["eval", run_dir, "--views", "4by3"], "--views"),
         (["eval", run_dir, "--batch-size", "0"], "batch-size"),
         (["eval", run_dir, "--data", "embedded:motion"], "8 classes, the model has 10"),

@@ -211,6 +211,8 @@ def validate(cfg: Config) -> None:
         raise VivitError(f"train.mixup={t.mixup}: must not be negative")
     if not 0 < d.scale_min <= d.scale_max:
         raise VivitError(f"data.scale_min={d.scale_min}, data.scale_max={d.scale_max}: need 0 < min <= max")
+    if d.eval_resize is not None and d.eval_resize < d.crop:
+        raise VivitError(f"data.eval_resize={d.eval_resize}: the resized short side must be at least data.crop={d.crop}")
     if d.num_classes is not None and d.num_classes <= 0:
         raise VivitError(f"data.num_classes={d.num_classes}: must be a positive integer")
     parse_views(d.eval_views, "data.eval_views")

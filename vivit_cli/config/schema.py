@@ -79,7 +79,10 @@ class DataConfig:
     # test split has 2,500 clips, a sampling standard error near 1 point per run (docs/data.md).
     eval_split: str = "test"
     val_split: str = "val"  # the split for choices made while training (train.eval_every's evaluations)
-    scale_min: float = 0.9  # scale jitter of the random crop (paper: 0.9-1.33)
+    # The short side frames are resized to before crops, in training and evaluation (docs/data.md); None =
+    # round(crop * 8 / 7), the reference's 256 for a 224 crop.
+    eval_resize: int | None = None
+    scale_min: float = 0.9  # scale jitter of the resized frame before the random crop (paper: 0.9-1.33)
     scale_max: float = 1.33
     flip: bool | None = None  # None = on, except where left/right is the label (the motion task)
     color_jitter: float = 0.0  # probability (paper: 0.8 on Kinetics)

@@ -12,15 +12,21 @@ from . import transforms as T
 
 @functools.lru_cache(maxsize=8)
 def _open_cached(source: str, frames: int, stride: int, crop: int, data_dir: str | None,
-                 max_skip_fraction: float) -> sources.Source:
+                 max_skip_fraction: float, short: int) -> sources.Source:
     return sources.open_source(source, frames=frames, stride=stride, crop=crop, data_dir=data_dir,
-                               max_skip_fraction=max_skip_fraction)
+                               max_skip_fraction=max_skip_fraction, short_side=short)
+
+
+def short_side(cfg) -> int:
+    """The short side frames are resized to before any crop (`data.eval_resize`, train and eval alike), and so the
+    size that video is decoded at."""
+    return T.default_resize(cfg.data.crop) if cfg.data.eval_resize is None else cfg.data.eval_resize
 
 
 def open_source(cfg) -> sources.Source:
     """The Source of `cfg.data.source` (cached per process: train and eval iterators share it)."""
     d = cfg.data
-    return _open_cached(d.source, d.frames, d.stride, d.crop, d.data_dir, d.max_skip_fraction)
+    return _open_cached(d.source, d.frames, d.stride, d.crop, d.data_dir, d.max_skip_fraction, short_side(cfg))
 
 
 def still_images(cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -33,11 +39,11 @@ def still_images(cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
     d = cfg.data
     if d.source.startswith("embedded:"):
         seed = d.source.split(":")[2] if d.source.count(":") >= 2 else "0"
-        src = _open_cached(f"embedded:appearance:{seed}", d.frames, d.stride, d.crop, None, 1.0)
+        src = _open_cached(f"embedded:appearance:{seed}", d.frames, d.stride, d.crop, None, 1.0, short_side(cfg))
     else:
         src = open_source(cfg)
     sp = src.split(split)
-    spec = T.ClipSpec(frames=1, stride=1, crop=d.crop)
+    spec = T.ClipSpec(frames=1, stride=1, crop=d.crop, resize=d.eval_resize)  # eval's centre view
     images = np.empty((len(sp), d.crop, d.crop, 3), np.float32)
     labels = np.zeros(len(sp), np.int32)
     keep = np.ones(len(sp), bool)

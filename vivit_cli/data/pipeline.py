@@ -27,7 +27,7 @@ def clip_spec(cfg, *, flip: bool | None = None) -> T.ClipSpec:
         flip = d.flip if d.flip is not None else not d.source.startswith("embedded:motion")
     return T.ClipSpec(frames=d.frames, stride=d.stride, crop=d.crop, scale_min=d.scale_min, scale_max=d.scale_max,
                       flip=flip, color_jitter=d.color_jitter, randaugment_layers=d.randaugment_layers,
-                      randaugment_magnitude=d.randaugment_magnitude)
+                      randaugment_magnitude=d.randaugment_magnitude, resize=d.eval_resize)
 
 
 def _mark_absl_parsed() -> None:

@@ -1,10 +1,15 @@
 """Clip sampling and augmentation, pure numpy on uint8 frames [T, H, W, 3].
 
-Train: `data.frames` frames at `data.stride` from a random temporal offset, a random crop with scale
-jitter (the short side is scaled by s ~ U(scale_min, scale_max) relative to the crop, i.e. a square
-region of side short/s, resized to the crop), optional flip, colour jitter and RandAugment.
-Eval: T temporal clips evenly spread x S spatial crops evenly spread along the long side of the
-frame resized so that its short side equals the crop (the paper's multi-view protocol).
+One geometry for training and evaluation (the reference's: DMVR's resize_smallest, then crops of the crop size):
+frames are resized so that their short side is `ClipSpec.resize` (`data.eval_resize`, default round(crop * 8 / 7):
+256 for a 224 crop), the long side in proportion (rounded down, as DMVR and Hugging Face's processor do).
+Train: `data.frames` frames at `data.stride` from a random temporal offset; the resized frame scaled again by
+s_h, s_w ~ U(scale_min, scale_max), drawn apart (DMVR's scale_jitter_augm); a crop x crop window at a random
+whole-pixel offset of that; optional flip, colour jitter and RandAugment.
+Eval: T temporal clips evenly spread x S crop x crop windows of the resized frame: the centre one for S = 1; for
+S = 3 Scenic's three crops (start, middle, end of the long side, centred on the short one), other S in between.
+Each crop is one bilinear crop-and-resize of the source frames (`crop_resize`): the region that the crop covers
+in the resized frame, mapped back, so frames already at the resized size (decoded video) are copied pixel for pixel.
 Output pixels are float32 in [-1, 1].
 """
 
@@ -26,11 +31,29 @@ class ClipSpec:
     color_jitter: float = 0.0
     randaugment_layers: int = 0
     randaugment_magnitude: int = 15
+    resize: int | None = None  # short side before crops; None: default_resize(crop)
 
     @property
     def span(self) -> int:
         """Frames of the source covered by one clip."""
         return (self.frames - 1) * self.stride + 1
+
+    @property
+    def short_side(self) -> int:
+        return default_resize(self.crop) if self.resize is None else self.resize
+
+
+def default_resize(crop: int) -> int:
+    """The reference's ratio of resize to crop, 256 : 224."""
+    return round(crop * 8 / 7)
+
+
+def resized_size(h: int, w: int, short_side: int) -> tuple[int, int]:
+    """(h, w) with the short side scaled to `short_side`, the long one to its share rounded down (DMVR's
+    resize_smallest; Hugging Face's shortest_edge gives the same)."""
+    if h <= w:
+        return short_side, max(short_side, w * short_side // h)
+    return max(short_side, h * short_side // w), short_side
 
 
 def to_unit_range(x: np.ndarray) -> np.ndarray:
@@ -94,19 +117,25 @@ def crop_resize(frames: np.ndarray, top: float, left: float, size_h: float, size
     return left_cols + (rows[:, :, c1] - left_cols) * wc[None, None, :, None]
 
 
+def _jittered(n: int, s: float) -> int:
+    return int(np.float32(s) * np.float32(n))  # DMVR: tf.cast(scale * float32(size), int32)
+
+
 def crop_box(h: int, w: int, rng: np.random.Generator, spec: ClipSpec) -> tuple[float, float, float, float]:
-    """The draws of `random_crop`, scale jitter then position: (top, left, side_h, side_w) of a square region of
-    side short/s in a frame of h x w."""
-    s = rng.uniform(spec.scale_min, spec.scale_max)
-    side = min(h, w) / s
-    side_h, side_w = min(side, h), min(side, w)  # s < 1 asks for more than the frame: squeeze instead
-    top = rng.uniform(0, h - side_h)
-    left = rng.uniform(0, w - side_w)
-    return top, left, side_h, side_w
+    """The draws of `random_crop`: (top, left, size_h, size_w) in a frame of h x w of the crop x crop window
+    taken at a random whole-pixel offset of the frame resized to the short side, then scaled by (s_h, s_w).
+    A jittered side shorter than the crop (scale_min < crop / resize) is squeezed whole into it instead."""
+    rh, rw = resized_size(h, w, spec.short_side)
+    s_h = rng.uniform(spec.scale_min, spec.scale_max)
+    s_w = rng.uniform(spec.scale_min, spec.scale_max)
+    jh, jw = _jittered(rh, s_h), _jittered(rw, s_w)
+    top = int(rng.integers(0, max(jh - spec.crop, 0) + 1))
+    left = int(rng.integers(0, max(jw - spec.crop, 0) + 1))
+    return top * h / jh, left * w / jw, min(spec.crop, jh) * h / jh, min(spec.crop, jw) * w / jw
 
 
 def random_crop(frames: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:
-    """Scale jitter then a random crop, as one crop-and-resize: a square region of side short/s."""
+    """Scale jitter then a random crop, as one crop-and-resize of the source frames."""
     _, h, w, _ = frames.shape
     top, left, side_h, side_w = crop_box(h, w, rng, spec)
     return crop_resize(frames, top, left, side_h, side_w, spec.crop, spec.crop)
@@ -153,16 +182,28 @@ def crop_resize_batch(frames: np.ndarray, tops, lefts, sizes_h, sizes_w, out_h: 
     return np.matmul(wc[:, None, None], rows)
 
 
+def view_offsets(h: int, w: int, crop: int, count: int) -> list[tuple[int, int]]:
+    """(top, left) of `count` crop x crop windows of an h x w frame (already resized). One view: the centre,
+    rounded down (DMVR's central crop, Hugging Face's center_crop). Several: spread along the long side from one end
+    to the other (the width when square), centred on the short side rounded up; for 3 exactly Scenic's
+    deterministic_crop (0, ceil(room / 2), room)."""
+    if count == 1:
+        return [((h - crop) // 2, (w - crop) // 2)]
+    along_h = h > w
+    room = (h if along_h else w) - crop
+    across = -(-((w if along_h else h) - crop) // 2)
+    spread = [(2 * i * room + count - 1) // (2 * (count - 1)) for i in range(count)]  # i * room / (count-1), half up
+    return [(o, across) if along_h else (across, o) for o in spread]
+
+
 def spatial_views(frames: np.ndarray, spec: ClipSpec, count: int) -> list[np.ndarray]:
-    """`count` square crops of side = the short side, evenly spread along the long side, resized to the crop."""
+    """`count` crop x crop views of frames [T, H, W, 3] resized to the short side (`view_offsets`), float32."""
     _, h, w, _ = frames.shape
-    side = min(h, w)
-    out = []
-    for i in range(count):
-        frac = 0.5 if count == 1 else i / (count - 1)
-        top, left = (h - side) * frac, (w - side) * frac
-        out.append(crop_resize(frames, top, left, side, side, spec.crop, spec.crop))
-    return out
+    rh, rw = resized_size(h, w, spec.short_side)
+    sy, sx = h / rh, w / rw
+    c = spec.crop
+    return [crop_resize(frames, top * sy, left * sx, c * sy, c * sx, c, c)
+            for top, left in view_offsets(rh, rw, c, count)]
 
 
 def color_jitter(x: np.ndarray, rng: np.random.Generator, strength: float = 0.4) -> np.ndarray:

@@ -48,11 +48,13 @@ def probe(path: str) -> dict:
 
 
 def target_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
-    """(h, w) after scaling the short side down to `short_side` (never up: the crop resizes anyway)."""
+    """(h, w) to decode at: the short side scaled down to `short_side` (`transforms.resized_size`), never up (the
+    crops resample from the frame as decoded, so a small video is upscaled once, there)."""
+    from .transforms import resized_size
+
     if not short_side or min(height, width) <= short_side:
         return height, width
-    scale = short_side / min(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return resized_size(height, width, short_side)
 
 
 class VideoReader:

@@ -7,19 +7,25 @@ import numpy as np
 from vivit_cli.errors import VivitError
 
 
-def distinct_views(num_frames: int, height: int, width: int, span: int, views: tuple[int, int]) -> str | None:
+def distinct_views(num_frames: int, height: int, width: int, span: int, views: tuple[int, int], cfg) -> str | None:
     """Why a clip of this size cannot give `views` distinct views, or None when it can.
 
     T temporal clips are spread over the frames left after one clip's span, so T > 1 needs T - 1 frames
-    of room; S spatial crops slide a short-side square along the long side, so S > 1 needs S - 1 pixels.
-    Fewer than that would evaluate the same pixels several times and call it multi-view testing."""
+    of room; S spatial crops slide along the long side of the frame resized to `data.eval_resize`
+    (`data.transforms.view_offsets`), so S > 1 needs S - 1 pixels of room there. Fewer than that would evaluate
+    the same pixels several times and call it multi-view testing."""
+    from vivit_cli.data.api import short_side
+    from vivit_cli.data.transforms import resized_size
+
     n_t, n_s = views
     if n_t > 1 and num_frames - span < n_t - 1:
         return (f"{n_t} temporal clips of {span} frames need videos of at least {span + n_t - 1} frames, "
                 f"and this one has {num_frames}")
-    if n_s > 1 and abs(width - height) < n_s - 1:
-        return (f"{n_s} spatial crops need frames at least {n_s - 1} px wider than tall (or taller than wide), "
-                f"and this one is {width}x{height}")
+    h, w = resized_size(height, width, short_side(cfg))
+    if n_s > 1 and max(h, w) - cfg.data.crop < n_s - 1:
+        return (f"{n_s} spatial crops of {cfg.data.crop} px need frames whose long side resized "
+                f"(short side {short_side(cfg)}, data.eval_resize) is at least {cfg.data.crop + n_s - 1} px, "
+                f"and this one's {width}x{height} gives {w}x{h}")
     return None
 
 
@@ -31,10 +37,7 @@ def _clip_sizes(split):
         n, t, h, w = split._array().shape[:4]
         return [(t, h, w)] * n
     if isinstance(split, sources.VideoSplit):
-        from vivit_cli.data.video import target_size
-
-        return [(t, *target_size(m["height"], m["width"], split.short_side))
-                for t, m in zip(split.frame_counts(), split.metas)]
+        return [(t, m["height"], m["width"]) for t, m in zip(split.frame_counts(), split.metas)]
     if len(split) == 0:
         return []
     reader = split.reader(0)  # e.g. TFDS: decoding every example to size it would be a second pass
@@ -50,7 +53,7 @@ def check_views(source, split_name: str, cfg, views: tuple[int, int]) -> None:
     span = (cfg.data.frames - 1) * cfg.data.stride + 1
     sizes = _clip_sizes(split)
     problems = [(i, why) for i, (t, h, w) in enumerate(sizes)
-                if (why := distinct_views(t, h, w, span, views)) is not None]
+                if (why := distinct_views(t, h, w, span, views, cfg)) is not None]
     if problems and len(problems) > cfg.data.max_skip_fraction * len(sizes):
         i, why = problems[0]
         where = split.where(i) if len(sizes) == len(split) else split.name

@@ -3,7 +3,7 @@
 Arrays are the model's input exactly (float [N, T, H, W, 3] in [-1, 1]; no resizing, no normalisation)
 and give float32 logits, so another implementation can be compared against this one number for number.
 Video files go through the same decoding and view sampling as `vivit eval` on a folder of videos
-(PyAV, short side resized to 8/7 of the crop, T x S views, logits averaged over views), so a file
+(PyAV, short side resized to `data.eval_resize`, T x S crop x crop views, logits averaged over views), so a file
 predicted here gets the label that evaluation gives it.
 """
 
@@ -46,14 +46,10 @@ def predict_array(cfg, params, num_classes: int, clips: np.ndarray, batch_size: 
     return logits[:, 0]
 
 
-def short_side(cfg) -> int:
-    # The same decode size as the data module's video sources (`sources.open_source`): the 256/224 ratio.
-    return round(cfg.data.crop * 8 / 7)
-
-
 def _video_split(files: list[str], cfg, views: tuple[int, int]):
     from vivit_cli.data import sources
-    from vivit_cli.data.video import DecodeError, probe, target_size
+    from vivit_cli.data.api import short_side
+    from vivit_cli.data.video import DecodeError, probe
 
     span = (cfg.data.frames - 1) * cfg.data.stride + 1
     metas = []
@@ -67,8 +63,7 @@ def _video_split(files: list[str], cfg, views: tuple[int, int]):
         if meta["num_frames"] < span:
             raise VivitError(f"{f}: only {meta['num_frames']} frames, a clip needs {span} "
                              "(data.frames x data.stride)")
-        h, w = target_size(meta["height"], meta["width"], short_side(cfg))
-        why = distinct_views(meta["num_frames"], h, w, span, views)
+        why = distinct_views(meta["num_frames"], meta["height"], meta["width"], span, views, cfg)
         if why:
             raise VivitError(f"{f}: --views {views[0]}x{views[1]} is more than the video allows: {why}")
         metas.append(meta)

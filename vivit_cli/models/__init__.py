@@ -26,10 +26,12 @@ DEFAULT_NUM_CLASSES = 400  # Kinetics 400: what the paper's parameter counts inc
 
 # Bumped by any change that moves what a trained run reports (not by refactors): 2 (2026-11) = every projection
 # run as one 2-D product (float rounding moved); 3 (2026-11) = under a class-token readout, the last block of each
-# encoder computes only the class token's row. Run ids hash the config alone, so a run store can hold runs of
-# several versions; every summary.json records this, and `vivit report` says so when a table mixes them. Runs
-# without it predate version 3.
-NUMERICS_VERSION = 3
+# encoder computes only the class token's row; 4 (2026-12-01) = the input geometry (data/transforms.py): frames
+# resized to data.eval_resize before the crop x crop views and the training crops. The model code is the same,
+# but this is the one version a run records, and its figures move. Run ids hash the config alone, so a run store
+# can hold runs of several versions; every summary.json records this, and `vivit report` says so when a table
+# mixes them. Runs without it predate version 3.
+NUMERICS_VERSION = 4
 
 
 def numerics_label(version) -> str:
