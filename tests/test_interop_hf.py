@@ -268,3 +268,94 @@ def test_out_may_not_be_the_folder_being_read(tmp_path):
     with pytest.raises(VivitError, match="the folder being converted"):
         interop.export_hf(folder / "model.safetensors", folder)
     assert (folder / "config.json").read_text() == before
+
+
+# ------------------------------------------------------------------------------------------------ preprocessing
+
+# Real files with the shapes that matter: wider than tall (h264), taller than wide (vp9), square (3 distinct
+# crops), smaller than the resize (upscaled), each resized by a non-integer factor.
+_VIDEOS = {"wide.mp4": (10, 30, 52, "libx264"), "tall.webm": (9, 48, 28, "libvpx-vp9"),
+           "square.mp4": (12, 28, 28, "libx264"), "small.mp4": (8, 16, 24, "libx264")}
+
+
+def _smooth_video(rng, t, h, w):
+    """uint8 [t, h, w, 3]: a random 6 x 8 colour grid per frame, upsampled (content at a camera's frequencies)."""
+    grid = torch.from_numpy(rng.uniform(0, 255, (t, 3, 6, 8)).astype(np.float32))
+    x = torch.nn.functional.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+    return np.clip(x.permute(0, 2, 3, 1).numpy(), 0, 255).astype(np.uint8)
+
+
+def _native_frames(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+@pytest.mark.slow
+def test_predict_on_video_files_matches_transformers_with_its_processor(tmp_path, cli):
+    """The acceptance test of the eval geometry: `vivit predict VIDEO` on a converted checkpoint gives the
+    log-probabilities of transformers' model fed by VivitImageProcessor (shortest_edge = round(crop * 8 / 7), the
+    centre crop, do_normalize=False: pixels in [-1, 1]) on the same clip of the same file.
+
+    Tolerances: the two resize the same RGB frames with different code, FFmpeg's swscale (bilinear) here and PIL
+    (bilinear) there; at these non-integer factors they agree but for rounding to uint8 (PIL rounds, our upscale
+    does not), so pixels within 1 level (2/255 in [-1, 1] units). With the head scaled so that logits reach ~12, that
+    moves log-probabilities by under 0.01; the bar is 0.03. The previous geometry (the whole short side resized to
+    the crop, `data.eval_resize=crop` here) is off by 0.12-0.15 per pixel on average and 0.1-0.3 in log-probability:
+    the test tells them apart."""
+    from transformers import VivitImageProcessor
+
+    from vivit_cli import config, interop
+    from vivit_cli.data.video import write_video
+    from vivit_cli.eval import predict, restore
+
+    kw = CONFIGS["t2p4"] | {"image_size": 16, "num_labels": 5}
+    model = _hf_model(kw, seed=5)
+    with torch.no_grad():
+        model.classifier.weight.mul_(30)  # logits of a few units, not tenths: log-probabilities that move
+    model.save_pretrained(tmp_path / "hf")
+    interop.convert_hf(tmp_path / "hf", tmp_path / "ours")
+    rng = np.random.default_rng(0)
+    files = []
+    for name, (t, h, w, codec) in _VIDEOS.items():
+        write_video(str(tmp_path / name), _smooth_video(rng, t, h, w), codec=codec)
+        files.append(str(tmp_path / name))
+
+    processor = VivitImageProcessor(size={"shortest_edge": 18}, crop_size={"height": 16, "width": 16},
+                                    do_normalize=False)
+    theirs, pixels = [], []
+    for f in files:
+        frames = _native_frames(f)
+        start = (len(frames) - kw["num_frames"]) // 2  # the centre clip, as one temporal view takes
+        x = processor(list(frames[start:start + kw["num_frames"]]), return_tensors="np")["pixel_values"]
+        pixels.append(x[0].transpose(0, 2, 3, 1))  # (T, C, H, W) -> (T, H, W, C)
+        theirs.append(_log_softmax(_hf_logits(model, pixels[-1][None].astype(np.float32))[0]))
+    pixels, theirs = np.stack(pixels), np.stack(theirs)
+    assert pixels.min() >= -1 and pixels.max() <= 1
+
+    r = cli("predict", str(tmp_path / "ours"), *files, "--top-k", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    ours = np.full_like(theirs, np.nan)
+    for i, p in enumerate(json.loads(r.stdout)):
+        for top in p["top"]:
+            ours[i, top["index"]] = np.log(top["probability"])
+    assert np.abs(ours - theirs).max() < 0.03, np.abs(ours - theirs).max(axis=1)
+
+    restored = restore.load(tmp_path / "ours")
+    views = predict.decode_views(files, restored.cfg, (1, 1))[:, 0]  # what predict fed the model
+    assert np.abs(views - pixels).max() <= 2 / 255 + 1e-6
+    whole_side = predict.decode_views(files, config.apply_overrides(restored.cfg, {"data.eval_resize": 16}), (1, 1))
+    assert np.abs(whole_side[:, 0] - pixels).mean(axis=(1, 2, 3, 4)).min() > 0.1
+    # Square frames give three distinct crops (Scenic's, along the width), so 4x3 works on them too.
+    square = predict.decode_views([files[2]], restored.cfg, (4, 3))[0].reshape(4, 3, -1)
+    assert all(np.abs(square[:, a] - square[:, b]).mean() > 0.01 for a, b in ((0, 1), (1, 2), (0, 2)))
+    # The processor's default do_normalize=True (ImageNet's 0.5 / 0.5 on top of offset rescaling) gives [-3, 1].
+    default = VivitImageProcessor(size={"shortest_edge": 18}, crop_size={"height": 16, "width": 16})
+    wide = default(list(_native_frames(files[0])[:4]), return_tensors="np")["pixel_values"]
+    assert wide.min() < -2 and wide.max() <= 1

@@ -306,10 +306,12 @@ def hf_config(cfg, labels: list[str]) -> dict:
 def preprocessor_config(cfg) -> dict:
     """VivitImageProcessor settings that give this model's input: frames resized, centre-cropped, and
     scaled to [-1, 1] (1/127.5 with the offset), no mean/std."""
+    from vivit_cli.data.api import short_side
+
     crop = cfg.data.crop
     return {
         "image_processor_type": "VivitImageProcessor",
-        "do_resize": True, "size": {"shortest_edge": int(round(crop * 256 / 224))}, "resample": 2,
+        "do_resize": True, "size": {"shortest_edge": short_side(cfg)}, "resample": 2,
         "do_center_crop": True, "crop_size": {"height": crop, "width": crop},
         "do_rescale": True, "rescale_factor": 1 / 127.5, "offset": True,
         "do_normalize": False, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
