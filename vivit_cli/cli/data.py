@@ -39,14 +39,16 @@ def inspect_command(
     """Clips per split, classes, frame counts, resolution and decode failures of one source."""
     from vivit_cli import config
     from vivit_cli.data import sources
-    from vivit_cli.data.api import describe_source
+    from vivit_cli.data.api import describe_source, short_side
 
     overrides = [f"data.source={spec}", *(sets or [])]
     if data_dir:
         overrides.append(f"data.data_dir={data_dir}")
-    d = config.build(overrides).data
+    cfg = config.build(overrides)
+    d = cfg.data
     src = sources.open_source(d.source, frames=d.frames, stride=d.stride, crop=d.crop, data_dir=d.data_dir,
-                              max_skip_fraction=None)  # inspect reports broken files instead of failing on them
+                              max_skip_fraction=None,  # inspect reports broken files instead of failing on them
+                              short_side=short_side(cfg))
     info = describe_source(src)
     roles = split_roles(d, info["splits"])
     for name, role in roles.items():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from vivit_cli.errors import VivitError
 
 from .. import spec as spec_mod
+from ..transforms import default_resize
 from .base import ArraySplit, Source
 
 
@@ -44,9 +45,9 @@ def register(kind: str) -> Callable[[Opener], Opener]:
 
 def context(*, frames: int = 8, stride: int = 1, crop: int = 32, short_side: int | None = None,
             data_dir: str | None = None) -> OpenContext:
-    # Decode at about the paper's 256/224 ratio of resize to crop, so that random crops have room.
+    # short_side: data.eval_resize (`data.api.short_side`), by default the reference's 256 : 224 of the crop.
     return OpenContext(frames=frames, stride=stride, span=(frames - 1) * stride + 1, crop=crop,
-                       short_side=round(crop * 8 / 7) if short_side is None else short_side, data_dir=data_dir)
+                       short_side=default_resize(crop) if short_side is None else short_side, data_dir=data_dir)
 
 
 def check_skips(src: Source, max_skip_fraction: float | None) -> None:
