@@ -61,6 +61,9 @@ def test_json_round_trip_and_hash():
                                                                          "data.flip=false", "model.variant=3"]))
     # The run section does not change results, so it does not change the hash.
     assert config.config_hash(cfg) == config.config_hash(config.apply_overrides(cfg, {"run.wandb": "offline"}))
+    # data.eval_resize at its default keeps the run id it had before the key (the run is flagged by its numerics)
+    assert config.config_hash(config.build([])) == "7d72f82fac"
+    assert config.config_hash(config.build(["data.eval_resize=37"])) != config.config_hash(config.build([]))
 
 
 def test_presets():

@@ -295,7 +295,8 @@ def from_json(text: str) -> Config:
 def config_hash(cfg: Config, length: int = 10) -> str:
     """Stable content hash of everything that changes a run's result (the `run` section is left out)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in schema.UNHASHED_SECTIONS}
-    if not data["data"]["heads"]:  # a single head: the hash (the run id) it had before heads existed
-        del data["data"]["heads"]
+    for section, key, default in schema.UNHASHED_DEFAULTS:  # at its default, the run id it had before the key existed
+        if data[section][key] == default:
+            del data[section][key]
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]

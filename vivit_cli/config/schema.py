@@ -138,3 +138,6 @@ class Config:
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "run": RunConfig}
 UNHASHED_SECTIONS = ("run",)
+# Keys added after run stores existed, left out of the hash at these defaults so that the run ids stay: one head
+# (""), and eval_resize None (a run trained before the crop geometry is then found, and flagged by its numerics).
+UNHASHED_DEFAULTS = (("data", "heads", ""), ("data", "eval_resize", None))
