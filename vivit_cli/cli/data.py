@@ -8,7 +8,7 @@ import typer
 
 from .common import JsonOption, SetOption, console, print_json
 
-data_app = typer.Typer(help="Video data sources: list the kinds, inspect one.", no_args_is_help=True)
+data_app = typer.Typer(help="Video data sources: list the kinds, inspect one, prepare records.", no_args_is_help=True)
 
 
 @data_app.command("list")
@@ -77,6 +77,44 @@ def inspect_command(
         out.print(f"decode failures: {info['decode_failures']} of {info['files_scanned']} files")
         for f in info["failures"][:10]:
             out.print(f"  {f['file']}: {f['problem']}", markup=False, highlight=False)
+
+
+@data_app.command("prepare")
+def prepare_command(
+    spec: str = typer.Argument(..., help="The data.source spec to prepare, e.g. kinetics:/data/k400"),
+    out: str = typer.Option(..., "--out", help="The records folder (new, or one a killed prepare left: it continues)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: every core)."),
+    clips_per_shard: int = typer.Option(32, "--clips-per-shard", help="Clips per ArrayRecord file (about)."),
+    quality: int = typer.Option(90, "--quality", help="JPEG quality of the stored frames."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="TFDS data_dir (data.data_dir)."),
+    sets: Optional[List[str]] = SetOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Decode every clip of every split once into JPEG frames in sharded ArrayRecord files (train with
+    data.source=records:OUT, same data.crop / data.eval_resize)."""
+    from vivit_cli import config
+    from vivit_cli.data import sources
+    from vivit_cli.data.prepare import prepare
+    from vivit_cli.data.sources.registry import context
+
+    overrides = [f"data.source={spec}", *(sets or [])]
+    if data_dir:
+        overrides.append(f"data.data_dir={data_dir}")
+    d = config.build(overrides).data
+    short_side = context(crop=d.crop, short_side=getattr(d, "eval_resize", None)).short_side
+    src = sources.open_source(d.source, frames=d.frames, stride=d.stride, crop=d.crop, data_dir=d.data_dir,
+                              short_side=short_side, max_skip_fraction=None)  # failures are listed, not fatal
+    manifest = prepare(src, out, short_side=short_side, quality=quality, clips_per_shard=clips_per_shard,
+                       workers=workers, progress=not as_json)
+    summary = {"out": out, "source": manifest["source"], "short_side": manifest["short_side"],
+               "splits": {n: e["clips"] for n, e in manifest["splits"].items()},
+               "failures": len(manifest["failures"])}
+    if as_json:
+        print_json(summary)
+        return
+    console().print(f"{out}: " + ", ".join(f"{n} {c} clips" for n, c in summary["splits"].items())
+                    + f"; {summary['failures']} failures (vivit data inspect records:{out} lists them)",
+                    markup=False, highlight=False)
 
 
 def split_roles(d, splits) -> dict[str, str]:

@@ -20,11 +20,13 @@ from .video import DecodeError
 _SKIP = None  # what a map returns for a clip that fails to decode; filtered out before batching
 
 
-def clip_spec(cfg, *, flip: bool | None = None) -> T.ClipSpec:
+def clip_spec(cfg, *, flip: bool | None = None, source: Source | None = None) -> T.ClipSpec:
     d = cfg.data
     if flip is None:
-        # Left/right is part of the label on the motion task, so flipping would swap labels.
-        flip = d.flip if d.flip is not None else not d.source.startswith("embedded:motion")
+        # Left/right is part of the label on the motion task, so flipping would swap labels. Prepared records
+        # augment as the source they came from.
+        origin = source.info.get("prepared_from", d.source) if source is not None else d.source
+        flip = d.flip if d.flip is not None else not origin.startswith("embedded:motion")
     return T.ClipSpec(frames=d.frames, stride=d.stride, crop=d.crop, scale_min=d.scale_min, scale_max=d.scale_max,
                       flip=flip, color_jitter=d.color_jitter, randaugment_layers=d.randaugment_layers,
                       randaugment_magnitude=d.randaugment_magnitude, resize=d.eval_resize)
@@ -192,10 +194,10 @@ def train_iterator(cfg, *, batch_size: int, shard_index: int = 0, shard_count: i
     order = GlobalOrder(len(split), seed, batch_size, shard_index, shard_count)
     if isinstance(split, ArraySplit) and split.segments is None and cfg.data.workers == 0:
         ds = grain.MapDataset.source(order).batch(batch_size, drop_remainder=True)
-        ds = ds.map(BatchTrainMap(split, clip_spec(cfg), seed + 1))
+        ds = ds.map(BatchTrainMap(split, clip_spec(cfg, source=src), seed + 1))
         return TrainIterator(ds.to_iter_dataset(read_options=_read_options(split)), clips_per_element=batch_size)
-    ds = grain.MapDataset.source(order).map(_PositionalMap(TrainMap(split, clip_spec(cfg), cfg.data.max_skip_fraction),
-                                                            seed + 1))
+    clips = TrainMap(split, clip_spec(cfg, source=src), cfg.data.max_skip_fraction)
+    ds = grain.MapDataset.source(order).map(_PositionalMap(clips, seed + 1))
     it = ds.to_iter_dataset(read_options=_read_options(split)).filter(_is_kept).batch(batch_size, drop_remainder=True)
     if cfg.data.workers > 0:
         _mark_absl_parsed()

@@ -24,6 +24,10 @@ KINDS = {
             "(filename,label,...) over PATH/training/ and PATH/validation/"),
     "tfds": ("tfds:NAME", "a TensorFlow Datasets video dataset prepared under data.data_dir, read with "
              "tfds.data_source (array_record; no TensorFlow needed for Tensor features)"),
+    "records": ("records:DIR", "clips prepared by `vivit data prepare SPEC --out DIR`: JPEG frames in sharded "
+                "ArrayRecord files with labels, splits and an index; trains and evaluates as the source it came from"),
+    "dmvr": ("dmvr:PATH", "Scenic's DMVR TFRecords (tf.train.SequenceExample: JPEG frames in image/encoded, "
+             "clip/label/index); PATH is a folder of <split>*.tfrecord* files or one file; no TensorFlow needed"),
     "npy": ("npy:PATH", "preprocessed clips: a .npz, or a folder of .npy files, with <split>_video uint8 "
             "[N,T,H,W,3] and <split>_label int [N] (+ optional label_names); loaded with allow_pickle=False"),
 }

@@ -7,7 +7,19 @@ video-file kinds share; each kind is its own module, registered by importing it 
 from __future__ import annotations
 
 from ..video import DecodeError
-from . import csv_rows, embedded, epic, folder, kinetics, mit, npy, ssv2, tfds  # noqa: F401  (each registers its opener)
+from . import (  # noqa: F401  (each registers its opener)
+    csv_rows,
+    dmvr,
+    embedded,
+    epic,
+    folder,
+    kinetics,
+    mit,
+    npy,
+    records,
+    ssv2,
+    tfds,
+)
 from .base import (
     SPLIT_ALIASES,
     VIDEO_EXTENSIONS,
