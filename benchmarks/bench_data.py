@@ -45,7 +45,80 @@ def bench_mp4(workers: int, seconds: float, folder: str) -> dict:
             "clips_per_s": round(_rate(data.train_iterator(cfg, batch_size=4), 4, seconds), 2)}
 
 
-def write_mp4s(folder: str, per_class: int = 4, classes: int = 2, frames: int = 80) -> None:
+PAPER_CLIP = ["data.frames=32", "data.stride=2", "data.crop=224", "model.tubelet=2x16x16", "data.max_skip_fraction=0"]
+
+
+def bench_records(kind: str, source: str, workers: int, seconds: float) -> dict:
+    from vivit_cli import config, data
+
+    cfg = config.build([f"data.source={source}", *PAPER_CLIP, f"data.workers={workers}"])
+    return {"what": kind, "workers": workers,
+            "clips_per_s": _rate(data.train_iterator(cfg, batch_size=4), 4, seconds)}
+
+
+def run_records(args, tmp: str) -> None:
+    """mp4 vs records, interleaved rounds; one JSON line per measurement, then the medians."""
+    from vivit_cli.data import sources
+    from vivit_cli.data.prepare import prepare
+
+    for video in args.videos:
+        frames, height, width = (int(v) for v in video.split("x"))
+        folder, out = os.path.join(tmp, f"mp4-{video}"), os.path.join(tmp, f"records-{video}")
+        write_mp4s(folder, frames=frames, height=height, width=width)
+        src = sources.open_source(f"folder:{folder}", frames=32, stride=2, crop=224)
+        t0 = time.perf_counter()
+        prepare(src, out, short_side=256, progress=False)
+        clips = sum(len(sp) for sp in src.splits.values())
+        print(json.dumps({"what": f"prepare {clips} clips of {video} (frames x height x width)", "seconds": round(time.perf_counter() - t0, 2),
+                          "bytes_per_clip": sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) // clips}),
+              flush=True)
+        runs: dict = {}
+        for r in range(args.rounds):
+            for w in args.workers:
+                for kind, spec in ((f"mp4 {video}", f"folder:{folder}"), (f"records {video}", f"records:{out}")):
+                    row = bench_records(kind, spec, w, args.seconds)
+                    row["round"] = r
+                    print(json.dumps({**row, "clips_per_s": round(row["clips_per_s"], 2)}), flush=True)
+                    runs.setdefault((kind, w), []).append(row["clips_per_s"])
+        for w in args.workers:
+            mp4, rec = runs[(f"mp4 {video}", w)], runs[(f"records {video}", w)]
+            ratios = [b / a for a, b in zip(mp4, rec)]
+            print(json.dumps({"videos": video, "workers": w, "mp4_clips_per_s": round(float(np.median(mp4)), 2),
+                              "records_clips_per_s": round(float(np.median(rec)), 2),
+                              "ratio_median": round(float(np.median(ratios)), 2), "rounds": args.rounds,
+                              "load_avg_1min": round(os.getloadavg()[0], 2)}), flush=True)
+
+
+def bench_jpeg(rounds: int = 5, n: int = 200) -> None:
+    import io
+
+    import PIL.features
+    import PIL.Image
+    import simplejpeg
+
+    from vivit_cli.data.sources.records import encode_jpeg
+
+    yy, xx = np.mgrid[0:256, 0:341]
+    frame = np.stack([np.sin(xx / 30) * 100 + 120, np.cos(yy / 25) * 100 + 120, np.full_like(xx, 80.0)], -1)
+    frame = np.clip(frame + np.random.default_rng(0).normal(0, 8, frame.shape), 0, 255).astype(np.uint8)
+    data = encode_jpeg(frame, 90)
+    decoders = {"simplejpeg": lambda: simplejpeg.decode_jpeg(data, colorspace="RGB"),
+                "pillow": lambda: np.asarray(PIL.Image.open(io.BytesIO(data)).convert("RGB"))}
+    assert np.array_equal(decoders["simplejpeg"](), decoders["pillow"]())
+    times: dict = {k: [] for k in decoders}
+    for _ in range(rounds):
+        for name, f in decoders.items():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            times[name].append((time.perf_counter() - t0) / n * 1e3)
+    print(json.dumps({"what": "decode one 256x341 JPEG (quality 90, 4:4:4), ms, median of interleaved rounds",
+                      "pillow_libjpeg_turbo": PIL.features.check_feature("libjpeg_turbo"),
+                      **{k: round(float(np.median(v)), 3) for k, v in times.items()}, "bytes": len(data)}))
+
+
+def write_mp4s(folder: str, per_class: int = 4, classes: int = 2, frames: int = 80, height: int = 256,
+               width: int = 340) -> None:
     from vivit_cli.data.video import write_video
 
     rng = np.random.default_rng(0)
@@ -53,7 +126,7 @@ def write_mp4s(folder: str, per_class: int = 4, classes: int = 2, frames: int = 
         os.makedirs(os.path.join(folder, f"class{c}"), exist_ok=True)
         for i in range(per_class):
             # smooth moving gradients (like real footage, unlike noise, which no codec compresses)
-            yy, xx = np.mgrid[0:256, 0:340]
+            yy, xx = np.mgrid[0:height, 0:width]
             phase = rng.uniform(0, 6)
             video = np.stack([np.stack([(np.sin(xx / 30 + t / 5 + phase) * 100 + 120),
                                         (np.cos(yy / 25 - t / 7) * 100 + 120),
@@ -102,12 +175,24 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--skip-train-step", action="store_true")
+    ap.add_argument("--records", action="store_true", help="mp4 decoding against prepared records, interleaved")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--videos", nargs="+", default=["80x256x340", "250x360x640"],
+                    help="FRAMESxHEIGHTxWIDTH of the h264 clips: the 80-frame 256x340 ones above, and Kinetics-like "
+                         "10 s at 25 fps, 360p")
+    ap.add_argument("--jpeg", action="store_true", help="simplejpeg against Pillow")
     args = ap.parse_args()
     from absl import flags
 
     flags.FLAGS.mark_as_parsed()
+    if args.jpeg:
+        bench_jpeg()
+        return
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("VIVIT_CACHE", os.path.join(tmp, "cache"))
+        if args.records:
+            run_records(args, tmp)
+            return
         write_mp4s(os.path.join(tmp, "mp4"))
         for w in args.workers:
             print(json.dumps(bench_embedded(w, args.seconds)), flush=True)

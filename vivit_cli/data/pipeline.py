@@ -171,10 +171,14 @@ class TrainIterator:
 def _read_options(split: Split):
     """grain's default thread pool (16 threads, 500 clips read ahead, each `next` polling them all) costs more CPU
     than an in-memory clip's own numpy work (measured with benchmarks/profile_run.py, docs/data.md): none for
-    clips held in an array. Decoded video keeps it: PyAV releases the GIL, so the threads decode in parallel."""
+    clips held in an array. Decoded video keeps it: PyAV releases the GIL, so the threads decode in parallel. JPEG
+    frames (records, DMVR; `Split.in_process_reads`) neither: 16 threads read up to 500 clips ahead on two cores and
+    took 17 s to the first batch of 4 at 32x224x224 instead of 2 s, with no faster steady state (data.workers is
+    what spreads them over cores)."""
     import grain
 
-    return grain.ReadOptions(num_threads=0, prefetch_buffer_size=0) if isinstance(split, ArraySplit) else None
+    in_process = isinstance(split, ArraySplit) or getattr(split, "in_process_reads", False)
+    return grain.ReadOptions(num_threads=0, prefetch_buffer_size=0) if in_process else None
 
 
 def train_iterator(cfg, *, batch_size: int, shard_index: int = 0, shard_count: int = 1, seed: int | None = None,

@@ -106,15 +106,26 @@ def crop_resize(frames: np.ndarray, top: float, left: float, size_h: float, size
         wc = _weight_matrix(w, left, size_w, out_w)
         rows = np.matmul(wr, frames.reshape(t, h, w * c).astype(np.float32)).reshape(t, out_h, w, c)
         return np.matmul(wc, rows)
-    # Large frames: gather the needed rows while still uint8 (a quarter of the bytes), then interpolate.
+    # Large frames: gather the needed rows while still uint8 (a quarter of the bytes), then interpolate: a + (b - a)
+    # * w per axis, in place, and the column gathers as np.take of whole 12-byte pixels (fancy indexing along a
+    # middle axis of 3-float pixels cost 3-6x more). The same float32 operations as a + (b - a) * w written
+    # plainly, so the pixels are equal bit for bit (tests/test_data.py), at half the time of a 32x256x341 clip.
     r0, r1, wr = _axis_weights(h, top, size_h, out_h)
     c0, c1, wc = _axis_weights(w, left, size_w, out_w)
     lo, hi = int(c0.min()), int(c1.max()) + 1
-    top_rows = frames[:, r0, lo:hi].astype(np.float32)
-    rows = top_rows + (frames[:, r1, lo:hi].astype(np.float32) - top_rows) * wr[None, :, None, None]
-    c0, c1 = c0 - lo, c1 - lo
-    left_cols = rows[:, :, c0]
-    return left_cols + (rows[:, :, c1] - left_cols) * wc[None, None, :, None]
+    sub = frames[:, :, lo:hi]
+    rows = np.take(sub, r0, axis=1).astype(np.float32)
+    step = np.take(sub, r1, axis=1).astype(np.float32)
+    step -= rows
+    step *= wr[None, :, None, None]
+    rows += step
+    pixels = rows.view(np.dtype((np.void, 4 * c)))[..., 0]  # [t, out_h, hi - lo] whole pixels
+    left_cols = np.take(pixels, c0 - lo, axis=2).view(np.float32).reshape(t, out_h, out_w, c)
+    step = np.take(pixels, c1 - lo, axis=2).view(np.float32).reshape(t, out_h, out_w, c)
+    step -= left_cols
+    step *= wc[None, None, :, None]
+    left_cols += step
+    return left_cols
 
 
 def _jittered(n: int, s: float) -> int:

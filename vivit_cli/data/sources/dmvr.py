@@ -21,6 +21,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,7 @@ def _resize(frame: np.ndarray, short_side: int | None) -> np.ndarray:
 
 @dataclass
 class DmvrSplit(Split):
+    in_process_reads: ClassVar[bool] = True  # JPEG decoding holds the GIL: no reader threads (data/pipeline.py)
     files: list[str] = field(default_factory=list)
     file_of: np.ndarray | None = None
     offsets: np.ndarray | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,15 @@ def clip_frames(record: bytes) -> tuple[int, int, np.ndarray, int]:
     return index, n, np.frombuffer(record, "<u4", n + 1, _HEAD.size), start
 
 
-# Measured (benchmarks/bench_data.py --jpeg, 2026-12-01): simplejpeg decodes a 256x341 frame in 1.15-1.29 ms,
-# Pillow's libjpeg-turbo in 1.65-1.74 ms (identical pixels); simplejpeg also encodes without a PIL Image.
+# simplejpeg over Pillow: it decodes the same bytes to the same pixels in 0.7x the time (benchmarks/RESULTS.md,
+# "JPEG decoders") and encodes from an array without a PIL Image. Chroma at full resolution (4:4:4): decoded video
+# is already 4:2:0 on its own grid, and subsampling it again after the resize doubled the error (mean 4.4 levels
+# against 2.2 on the tests' 37x56 frames).
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     import simplejpeg
 
     return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=quality, colorspace="RGB",
-                                  colorsubsampling="420")
+                                  colorsubsampling="444")
 
 
 def decode_jpeg(data) -> np.ndarray:
@@ -133,6 +136,7 @@ def read_manifest(root: Path) -> dict:
 class RecordsSplit(Split):
     """Clips in shard files; `shard`/`pos` place clip j; shard readers are opened lazily, in each process."""
 
+    in_process_reads: ClassVar[bool] = True  # JPEG decoding holds the GIL: no reader threads (data/pipeline.py)
     root: str = ""
     files: list[str] = field(default_factory=list)
     shard: np.ndarray | None = None
