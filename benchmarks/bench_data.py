@@ -48,12 +48,35 @@ def bench_mp4(workers: int, seconds: float, folder: str) -> dict:
 PAPER_CLIP = ["data.frames=32", "data.stride=2", "data.crop=224", "model.tubelet=2x16x16", "data.max_skip_fraction=0"]
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its live children (grain's worker processes)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def bench_records(kind: str, source: str, workers: int, seconds: float) -> dict:
+    """clips/s, and CPU seconds per clip (every thread and worker process): the per-core cost, which a shared
+    machine's load does not change the way it changes wall-clock rates."""
     from vivit_cli import config, data
 
     cfg = config.build([f"data.source={source}", *PAPER_CLIP, f"data.workers={workers}"])
-    return {"what": kind, "workers": workers,
-            "clips_per_s": _rate(data.train_iterator(cfg, batch_size=4), 4, seconds)}
+    it = data.train_iterator(cfg, batch_size=4)
+    next(it)  # warm-up: worker start, first decode
+    n, c0, t0 = 0, _cpu_seconds(), time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        next(it)
+        n += 4
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    return {"what": kind, "workers": workers, "clips_per_s": n / wall, "cpu_s_per_clip": cpu / n}
 
 
 def run_records(args, tmp: str) -> None:
@@ -78,14 +101,24 @@ def run_records(args, tmp: str) -> None:
                 for kind, spec in ((f"mp4 {video}", f"folder:{folder}"), (f"records {video}", f"records:{out}")):
                     row = bench_records(kind, spec, w, args.seconds)
                     row["round"] = r
-                    print(json.dumps({**row, "clips_per_s": round(row["clips_per_s"], 2)}), flush=True)
-                    runs.setdefault((kind, w), []).append(row["clips_per_s"])
+                    print(json.dumps({**row, "clips_per_s": round(row["clips_per_s"], 2),
+                                      "cpu_s_per_clip": round(row["cpu_s_per_clip"], 4)}), flush=True)
+                    runs.setdefault((kind, w), []).append(row)
         for w in args.workers:
             mp4, rec = runs[(f"mp4 {video}", w)], runs[(f"records {video}", w)]
-            ratios = [b / a for a, b in zip(mp4, rec)]
-            print(json.dumps({"videos": video, "workers": w, "mp4_clips_per_s": round(float(np.median(mp4)), 2),
-                              "records_clips_per_s": round(float(np.median(rec)), 2),
-                              "ratio_median": round(float(np.median(ratios)), 2), "rounds": args.rounds,
+
+            def med(rows, key):
+                return float(np.median([row[key] for row in rows]))
+
+            print(json.dumps({"videos": video, "workers": w, "rounds": args.rounds,
+                              "mp4_clips_per_s": round(med(mp4, "clips_per_s"), 2),
+                              "records_clips_per_s": round(med(rec, "clips_per_s"), 2),
+                              "ratio_clips_per_s": round(float(np.median([b["clips_per_s"] / a["clips_per_s"]
+                                                                          for a, b in zip(mp4, rec)])), 2),
+                              "mp4_cpu_s_per_clip": round(med(mp4, "cpu_s_per_clip"), 4),
+                              "records_cpu_s_per_clip": round(med(rec, "cpu_s_per_clip"), 4),
+                              "ratio_per_core": round(float(np.median([a["cpu_s_per_clip"] / b["cpu_s_per_clip"]
+                                                                       for a, b in zip(mp4, rec)])), 2),
                               "load_avg_1min": round(os.getloadavg()[0], 2)}), flush=True)
 
 

@@ -86,7 +86,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def test_same_clips_as_the_source_within_jpeg_tolerance(prepared):
-    src, out, manifest = prepared
+    src, out, _ = prepared
     rec = _open(f"records:{out}")
     assert rec.label_names == src.label_names and set(rec.splits) == set(src.splits)
     for name, sp in src.splits.items():
@@ -153,7 +153,7 @@ def test_inspect_gives_the_source_counts_and_lists_failures(prepared, video_root
     assert b["files_scanned"] == a["files_scanned"] and b["info"]["prepared_from"] == f"folder:{video_root}"
 
 
-def test_bad_records_folders(prepared, tmp_path, capsys):
+def test_bad_records_folders(prepared, video_root, tmp_path, capsys):
     from vivit_cli.cli.app import main
 
     _, out, _ = prepared
@@ -171,7 +171,8 @@ def test_bad_records_folders(prepared, tmp_path, capsys):
     plan = json.loads((other / "prepare.json").read_text())
     (other / "prepare.json").write_text(json.dumps({**plan, "version": 0}))
     before["prepare.json"] = (other / "prepare.json").read_bytes()
-    assert main(["data", "prepare", "embedded:motion", "--out", str(other)]) == 2
+    assert main(["data", "prepare", f"folder:{video_root}", "--out", str(other), "--set", "data.frames=4",
+                 "--set", "data.stride=2"]) == 2
     assert "version 0" in capsys.readouterr().err
     assert {f.name: f.read_bytes() for f in other.iterdir()} == before
     # incomplete: a shard gone, or no manifest
@@ -183,7 +184,7 @@ def test_bad_records_folders(prepared, tmp_path, capsys):
     with pytest.raises(VivitError, match="incomplete records"):
         _open(f"records:{other}")
     # another source into a finished folder: refused
-    assert main(["data", "prepare", "embedded:appearance", "--out", str(out)]) == 2
+    assert main(["data", "prepare", f"folder:{video_root / 'train'}", "--out", str(out)]) == 2
     assert "prepared with source=" in capsys.readouterr().err
     # another crop than it was prepared for
     with pytest.raises(VivitError, match="short side 37, this config needs 64"):

@@ -85,7 +85,9 @@ def describe_source(src: sources.Source) -> dict:
         elif len(sp):
             reader = sp.reader(0)
             first = reader.frames(np.array([0]))
-            entry["frames"] = {"min": reader.num_frames, "median": reader.num_frames, "max": reader.num_frames}
+            # records and DMVR index every clip's frame count; other splits are described by their first clip
+            counts = np.array(sp.frame_counts() if hasattr(sp, "frame_counts") else [reader.num_frames])
+            entry["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
             entry["resolutions"] = [f"{first.shape[2]}x{first.shape[1]}"]
         out["splits"][name] = entry
     return out

@@ -86,7 +86,7 @@ def write_shard(split_name: str, k: int, count: int, out: str, quality: int) -> 
                 continue
             writer.write(R.encode_clip(i, [R.encode_jpeg(f, quality) for f in frames]))
             segment = split.segment(i)
-            clips.append({"source_index": i, "pos": len(clips), "num_frames": int(len(frames)),
+            clips.append({"source_index": i, "pos": len(clips), "num_frames": len(frames),
                           "height": int(frames.shape[1]), "width": int(frames.shape[2]),
                           "label": np.asarray(split.label(i)).tolist(), "segment": list(segment) if segment else None})
     finally:
@@ -109,7 +109,14 @@ def _write_shard_task(args) -> dict:
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from vivit_cli.term import console
 

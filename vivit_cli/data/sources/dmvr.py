@@ -21,8 +21,8 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -196,17 +196,14 @@ def open_records(arg: str, ctx: OpenContext) -> Source:
             raise VivitError(f"{index_path}: {len(ix['labels'])} clips, the manifest says {entry['clips']}")
         keep = ix["num_frames"] >= ctx.span
         for j in np.flatnonzero(~keep):  # as a video source drops a file too short for the clip
-            failures.append((f"{root / entry['files'][int(ix['shard'][j])]}[{int(ix['pos'][j])}]",
-                             f"only {int(ix['num_frames'][j])} frames, a clip needs {ctx.span} "
-                             "(data.frames x data.stride)"))
+            where = f"{root / entry['files'][int(ix['shard'][j])]}[{int(ix['pos'][j])}]"
+            problem = f"only {int(ix['num_frames'][j])} frames, a clip needs {ctx.span} (data.frames x data.stride)"
+            failures.append((where, problem))
         splits[name] = RecordsSplit(name, ix["labels"][keep], root=str(root), files=list(entry["files"]),
-                           shard=ix["shard"][keep], pos=ix["pos"][keep], num_frames=ix["num_frames"][keep],
-                           source_index=ix["source_index"][keep])
+                                    shard=ix["shard"][keep], pos=ix["pos"][keep], num_frames=ix["num_frames"][keep],
+                                    source_index=ix["source_index"][keep])
     heads = tuple((h, tuple(names)) for h, names in manifest["heads"])
     info = {"prepared_from": manifest["source"], "short_side": manifest["short_side"],
             "jpeg_quality": manifest["jpeg_quality"], "format_version": manifest["version"]}
-    src = Source("records", f"records:{arg}", tuple(manifest["label_names"]), splits, failures=failures,
-                         scanned=manifest["scanned"], info=info)
-    if len(heads) > 1:
-        src.heads = heads
-    return src
+    return Source("records", f"records:{arg}", tuple(manifest["label_names"]), splits, failures=failures,
+                  scanned=manifest["scanned"], info=info, heads=heads)
