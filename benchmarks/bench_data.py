@@ -85,16 +85,19 @@ def run_records(args, tmp: str) -> None:
     from vivit_cli.data.prepare import prepare
 
     for video in args.videos:
-        frames, height, width = (int(v) for v in video.split("x"))
+        frames, height, width = (int(v) for v in video.split("x")[:3])
         folder, out = os.path.join(tmp, f"mp4-{video}"), os.path.join(tmp, f"records-{video}")
-        write_mp4s(folder, frames=frames, height=height, width=width)
+        write_mp4s(folder, frames=frames, height=height, width=width, texture=video.endswith("textured"))
+        mp4_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
         src = sources.open_source(f"folder:{folder}", frames=32, stride=2, crop=224)
         t0 = time.perf_counter()
         prepare(src, out, short_side=256, progress=False)
         clips = sum(len(sp) for sp in src.splits.values())
-        print(json.dumps({"what": f"prepare {clips} clips of {video} (frames x height x width)", "seconds": round(time.perf_counter() - t0, 2),
-                          "bytes_per_clip": sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) // clips}),
-              flush=True)
+        print(json.dumps({"what": f"prepare {clips} clips of {video} (frames x height x width)",
+                          "seconds": round(time.perf_counter() - t0, 2),
+                          "mp4_kbit_per_s": round(mp4_bytes * 8 / clips / (frames / 25) / 1e3),
+                          "records_bytes_per_clip": sum(os.path.getsize(os.path.join(out, f))
+                                                        for f in os.listdir(out)) // clips}), flush=True)
         runs: dict = {}
         for r in range(args.rounds):
             for w in args.workers:
@@ -151,20 +154,30 @@ def bench_jpeg(rounds: int = 5, n: int = 200) -> None:
 
 
 def write_mp4s(folder: str, per_class: int = 4, classes: int = 2, frames: int = 80, height: int = 256,
-               width: int = 340) -> None:
+               width: int = 340, texture: bool = False) -> None:
+    """h264 clips of smooth moving gradients (like real footage, unlike noise, which no codec compresses). With
+    `texture`, a blurred random texture panning under them plus a little per-frame noise: a bitrate nearer real
+    footage's (the smooth 360p clips are about 120 kbit/s)."""
     from vivit_cli.data.video import write_video
 
     rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
     for c in range(classes):
         os.makedirs(os.path.join(folder, f"class{c}"), exist_ok=True)
         for i in range(per_class):
-            # smooth moving gradients (like real footage, unlike noise, which no codec compresses)
-            yy, xx = np.mgrid[0:height, 0:width]
             phase = rng.uniform(0, 6)
-            video = np.stack([np.stack([(np.sin(xx / 30 + t / 5 + phase) * 100 + 120),
-                                        (np.cos(yy / 25 - t / 7) * 100 + 120),
-                                        np.full_like(xx, 60 + 40 * c, dtype=float)], -1) for t in range(frames)])
-            write_video(os.path.join(folder, f"class{c}", f"clip{i}.mp4"), video.astype(np.uint8), "libx264", fps=25)
+            if texture:
+                noise = rng.uniform(-60, 60, (height + frames * 2, width + frames * 3, 3))
+                field = (noise + np.roll(noise, 1, 0) + np.roll(noise, 1, 1) + np.roll(noise, (1, 1), (0, 1))) / 4
+            video = []
+            for t in range(frames):
+                frame = np.stack([(np.sin(xx / 30 + t / 5 + phase) * 100 + 120),
+                                  (np.cos(yy / 25 - t / 7) * 100 + 120),
+                                  np.full_like(xx, 60 + 40 * c, dtype=float)], -1)
+                if texture:
+                    frame = frame * 0.6 + field[2 * t:2 * t + height, 3 * t:3 * t + width] + rng.normal(0, 1.5, frame.shape)
+                video.append(np.clip(frame, 0, 255).astype(np.uint8))
+            write_video(os.path.join(folder, f"class{c}", f"clip{i}.mp4"), np.stack(video), "libx264", fps=25)
 
 
 def bench_train_step(seconds: float) -> dict:
@@ -211,8 +224,8 @@ def main() -> None:
     ap.add_argument("--records", action="store_true", help="mp4 decoding against prepared records, interleaved")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--videos", nargs="+", default=["80x256x340", "250x360x640"],
-                    help="FRAMESxHEIGHTxWIDTH of the h264 clips: the 80-frame 256x340 ones above, and Kinetics-like "
-                         "10 s at 25 fps, 360p")
+                    help="FRAMESxHEIGHTxWIDTH[xtextured] of the h264 clips: the 80-frame 256x340 ones above, and "
+                         "Kinetics-like 10 s at 25 fps, 360p (textured: a real footage's bitrate)")
     ap.add_argument("--jpeg", action="store_true", help="simplejpeg against Pillow")
     args = ap.parse_args()
     from absl import flags
