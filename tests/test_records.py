@@ -19,7 +19,7 @@ from vivit_cli.data import pipeline, sources
 from vivit_cli.data.prepare import prepare
 from vivit_cli.data.sources import dmvr
 from vivit_cli.data.sources import records as R
-from vivit_cli.data.video import write_video
+from vivit_cli.data.video import target_size, write_video
 from vivit_cli.errors import VivitError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_same_clips_as_the_source_within_jpeg_tolerance(prepared):
             assert mean <= MEAN_TOL and p999 <= P999_TOL, (sp.where(i), mean, p999)
     shapes = {(s.shape[0], s.shape[1]) for s in (rec.split("train").reader(i).frames(np.array([0]))[0]
                                                   for i in range(len(rec.split("train"))))}
-    assert shapes == {(37, 56), (37, 37)}  # non-square and square kept their aspect
+    assert shapes == {target_size(64, 96, 37), (37, 37)}  # non-square and square kept their aspect
 
 
 def test_train_and_multi_view_eval_batches_match_the_source(prepared, video_root):
@@ -263,7 +263,7 @@ def test_dmvr_read_back(tmp_path):
     batch = next(pipeline.train_iterator(_cfg(f"dmvr:{tmp_path}", **{"data.crop": 40}), batch_size=2))
     assert batch["video"].shape == (2, 4, 40, 40, 3) and set(batch["label"]) <= {0, 1}
     small = sources.open_source(f"dmvr:{tmp_path}", frames=4, stride=2, crop=28)  # short side 32: resized
-    assert small.split("train").reader(0).frames(np.array([0])).shape == (1, 32, 43, 3)
+    assert small.split("train").reader(0).frames(np.array([0])).shape == (1, *target_size(48, 64, 32), 3)
 
 
 def test_dmvr_corrupt_record_is_a_counted_failure(tmp_path):

@@ -94,17 +94,17 @@ def prepare_command(
     data.source=records:OUT, same data.crop / data.eval_resize)."""
     from vivit_cli import config
     from vivit_cli.data import sources
+    from vivit_cli.data.api import short_side
     from vivit_cli.data.prepare import prepare
-    from vivit_cli.data.sources.registry import context
 
     overrides = [f"data.source={spec}", *(sets or [])]
     if data_dir:
         overrides.append(f"data.data_dir={data_dir}")
-    d = config.build(overrides).data
-    short_side = context(crop=d.crop, short_side=getattr(d, "eval_resize", None)).short_side
+    cfg = config.build(overrides)
+    d, short = cfg.data, short_side(cfg)
     src = sources.open_source(d.source, frames=d.frames, stride=d.stride, crop=d.crop, data_dir=d.data_dir,
-                              short_side=short_side, max_skip_fraction=None)  # failures are listed, not fatal
-    manifest = prepare(src, out, short_side=short_side, quality=quality, clips_per_shard=clips_per_shard,
+                              short_side=short, max_skip_fraction=None)  # failures are listed, not fatal
+    manifest = prepare(src, out, short_side=short, quality=quality, clips_per_shard=clips_per_shard,
                        workers=workers, progress=not as_json)
     summary = {"out": out, "source": manifest["source"], "short_side": manifest["short_side"],
                "splits": {n: e["clips"] for n, e in manifest["splits"].items()},
