@@ -61,8 +61,8 @@ def _rgb(frame, h: int, w: int) -> np.ndarray:
     """uint8 [h, w, 3]: converted to RGB at the coded size, then resized there (swscale, bilinear), as the references
     resize decoded RGB frames (DMVR's JPEG frames, Hugging Face's processor; tests/test_interop_hf.py compares).
     Scaling in the same pass as the conversion resizes the YUV 4:2:0 planes instead: on a colourful h264 clip halved
-    its chroma came out 11/255 off PIL's RGB resize on average, the two passes 3/255 (within rounding at
-    non-integer factors), for about 15% more decoding CPU time at 640x360 (2026-12-01, this 2-core machine)."""
+    its chroma came out 11/255 off PIL's RGB resize on average, the two passes 3/255 (and within rounding at
+    non-integer factors). The cost is one more swscale pass per frame, only where the frame is resized."""
     rgb = frame.reformat(format="rgb24")
     if (rgb.height, rgb.width) != (h, w):
         rgb = rgb.reformat(width=w, height=h, interpolation="BILINEAR")
