@@ -558,12 +558,12 @@ def test_done_runs_from_older_model_code_are_flagged_not_rerun(tmp_path):
     assert r.returncode == 0, r.stderr
     stale = {row["run_id"]: row["stale"] for row in json.loads(r.stdout)["runs"]}
     assert stale[new.run_id] is None
-    assert stale[old.run_id] == f"older model code (numerics before 3, now {NUMERICS_VERSION})"
-    assert "1 done run(s) were trained by older model code" in r.stderr
+    assert stale[old.run_id] == f"older numerics version (before 3, now {NUMERICS_VERSION})"
+    assert "1 done run(s) were trained under an older numerics version" in r.stderr
     r = vivit("sweep", "attention-order", "--preset", "smoke", "--dry-run", "--results", str(results),
               env={"COLUMNS": "250"})
     assert r.returncode == 0, r.stderr
-    assert "done (older model code" in r.stdout and "1 done run(s)" in r.stderr
+    assert "done (older numerics version" in r.stdout and "1 done run(s)" in r.stderr
     cells = json.loads(vivit("sweep", "attention-order", "--preset", "smoke", "--dry-run", "--json", "--results",
                              str(results)).stdout)["cells"]
     assert {c["run_id"]: c["state"] for c in cells}[old.run_id] == "done"  # kept, not retrained

@@ -198,14 +198,14 @@ def perf_note(devices: list[str], without: int = 0) -> str:
 
 
 def numerics_note(versions) -> str | None:
-    """Runs whose model code computed differently (`models.NUMERICS_VERSION`) should not share a table."""
+    """Runs whose code (model or input pipeline) computed differently (`models.NUMERICS_VERSION`) should not share a table."""
     from vivit_cli.models import numerics_label
 
     names = sorted({numerics_label(v) for v in versions})
     if len(names) < 2:
         return None
-    return (f"These runs come from model code of different numerics versions ({', '.join(names)}): a later version "
-            "computes some numbers differently, so the figures are not like with like. Rerun into a fresh --results "
+    return (f"These runs come from different numerics versions ({', '.join(names)}): a later version "
+            "(model or input code) computes some numbers differently, so the figures are not like with like. Rerun into a fresh --results "
             "folder to compare.")
 
 

@@ -48,11 +48,11 @@ def run_note(r: dict) -> str:
 
 
 def stale_warning(rows: list[dict]) -> str | None:
-    """One line when done runs came from model code that computes differently (`CellState.stale`)."""
+    """One line when done runs came from code (model or input pipeline) that computes differently (`CellState.stale`)."""
     n = sum(1 for r in rows if r.get("stale"))
     if not n:
         return None
-    return (f"{n} done run(s) were trained by older model code; a rerun may give other numbers, and `vivit report` "
+    return (f"{n} done run(s) were trained under an older numerics version (model or input code); a rerun may give other numbers, and `vivit report` "
             "flags tables that mix them. Sweep into a fresh --results folder to retrain them.")
 
 

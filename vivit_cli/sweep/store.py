@@ -65,7 +65,7 @@ class CellState:
 
         if self.state != DONE or self.numerics == NUMERICS_VERSION:
             return None
-        return f"older model code (numerics {numerics_label(self.numerics)}, now {NUMERICS_VERSION})"
+        return f"older numerics version ({numerics_label(self.numerics)}, now {NUMERICS_VERSION})"
 
 
 class Lock:
