@@ -297,3 +297,26 @@ def test_large_frame_crop_is_the_plain_formula_bit_for_bit():
     frames = np.random.default_rng(0).integers(0, 256, (3, 120, 161, 3), dtype=np.uint8)
     for box in [(0, 0, 120, 120, 104, 104), (3.7, 20.2, 95.5, 95.5, 104, 104), (0, 0, 120, 161, 50, 70)]:
         assert np.array_equal(T.crop_resize(frames, *box), plain(frames, *box))
+
+
+def test_segments_and_two_heads_survive_prepare(tmp_path):
+    """An Epic-Kitchens-like source: segments of longer clips, labels [N, 2] (verb, noun) and two heads."""
+    rng = np.random.default_rng(1)
+    videos = np.stack([_clip(i % 2, 20, 40, 48, i) for i in range(4)])
+    labels = rng.integers(0, 3, (4, 2)).astype(np.int32)
+    segments = np.array([[0, 10], [5, 20], [2, 9], [11, 19]], np.int64)
+    heads = (("verb", ("cut", "wash", "open")), ("noun", ("knife", "pan", "tap")))
+    src = sources.Source("npy", "npy:synthetic", heads[0][1], {"train": sources.ArraySplit(
+        "train", labels, segments=segments, videos=videos)}, heads=heads)
+    out = tmp_path / "rec"
+    prepare(src, out, short_side=37, workers=1, progress=False)
+    rec = sources.open_source(f"records:{out}", frames=4, stride=2, crop=32)
+    sp = rec.split("train")
+    assert rec.heads == heads and np.array_equal(sp.labels, labels) and sp.labels.shape == (4, 2)
+    for i, (a, b) in enumerate(segments):
+        r = sp.reader(i)
+        assert r.num_frames == b - a and sp.segment(i) is None  # the record is the segment
+        mean, _ = _close(r.frames(np.array([0, b - a - 1])), videos[i, [a, b - 1]])
+        assert mean <= MEAN_TOL
+    with np.load(out / "train.index.npz") as z:
+        assert np.array_equal(z["segment"], segments)  # where each clip came from
