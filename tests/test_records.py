@@ -123,6 +123,17 @@ def test_train_and_multi_view_eval_batches_match_the_source(prepared, video_root
         assert np.abs(x["video"] - y["video"]).mean() * 127.5 <= MEAN_TOL
 
 
+def test_open_shard_files_are_bounded(prepared):
+    _, out, _ = prepared
+    sp = _open(f"records:{out}").split("train")
+    sp.max_open = 2
+    first = [sp.reader(i).frames(np.array([0])) for i in range(len(sp))]
+    assert len(sp._readers) == 2
+    for _ in range(2):
+        again = [sp.reader(i).frames(np.array([0])) for i in reversed(range(len(sp)))][::-1]
+        assert len(sp._readers) <= 2 and all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
 def test_layout_shards_by_process(prepared):
     _, out, manifest = prepared
     from vivit_cli.data.prepare import shard_count

@@ -143,10 +143,11 @@ class RecordsSplit(Split):
     pos: np.ndarray | None = None
     num_frames: np.ndarray | None = None
     source_index: np.ndarray | None = None
+    max_open: int = 64  # shard files held open per process (Kinetics has thousands: the fd limit is often 1024)
     _readers: dict = field(default_factory=dict, repr=False)
 
     def _file(self, k: int):
-        reader = self._readers.get(k)
+        reader = self._readers.pop(k, None)
         if reader is None:
             from array_record.python.array_record_module import ArrayRecordReader
 
@@ -155,7 +156,9 @@ class RecordsSplit(Split):
                 reader = ArrayRecordReader(path, "readahead_buffer_size:0")
             except (RuntimeError, OSError, ValueError) as e:
                 raise VivitError(f"{path}: unreadable shard ({str(e).splitlines()[0][:120]})") from None
-            self._readers[k] = reader
+            if len(self._readers) >= self.max_open:  # training reads every shard at random: bound the open files
+                self._readers.pop(next(iter(self._readers))).close()
+        self._readers[k] = reader  # most recently used last
         return reader
 
     def open_reader(self, i: int) -> RecordReader:
