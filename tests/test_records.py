@@ -331,3 +331,29 @@ def test_segments_and_two_heads_survive_prepare(tmp_path):
         assert mean <= MEAN_TOL
     with np.load(out / "train.index.npz") as z:
         assert np.array_equal(z["segment"], segments)  # where each clip came from
+
+
+class _OneBroken(sources.ArraySplit):
+    def open_reader(self, i):
+        if i == 1:
+            raise sources.DecodeError("truncated: needed frame 9, the file ends before it")
+        return super().open_reader(i)
+
+
+def test_a_clip_that_fails_while_preparing_is_listed_not_fatal(tmp_path, capsys):
+    from vivit_cli.cli.app import main
+
+    videos = np.stack([_clip(i % 2, 10, 40, 48, i) for i in range(3)])
+    src = sources.Source("npy", "npy:synthetic", ("a", "b"), {"train": _OneBroken(
+        "train", np.array([0, 1, 0], np.int32), videos=videos)})
+    out = tmp_path / "rec"
+    manifest = prepare(src, out, short_side=37, workers=1, progress=False)
+    assert manifest["splits"]["train"]["clips"] == 2 and manifest["splits"]["train"]["source_clips"] == 3
+    assert manifest["failures"] == [["train[1]", "truncated: needed frame 9, the file ends before it"]]
+    assert main(["data", "inspect", f"records:{out}", "--json", "--set", "data.frames=4"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["splits"]["train"]["clips"] == 2 and info["failures"][0]["file"] == "train[1]"
+    with pytest.raises(VivitError, match=r"train\[1\]: truncated.*1 of 3 files unusable"):  # as its source would
+        sources.open_source(f"records:{out}", frames=4, stride=2, crop=32)
+    rec = sources.open_source(f"records:{out}", frames=4, stride=2, crop=32, max_skip_fraction=0.5)
+    assert list(rec.split("train").source_index) == [0, 2] and list(rec.split("train").labels) == [0, 0]

@@ -215,7 +215,9 @@ def _finish(src, out: Path, plan: dict, metas: dict) -> dict:
                 "short_side": plan["short_side"], "jpeg_quality": plan["jpeg_quality"],
                 "label_names": list(src.label_names),
                 "heads": [[h, list(names)] for h, names in getattr(src, "heads", (("label", src.label_names),))],
-                "splits": splits, "split_order": list(splits), "scanned": src.scanned, "source_failures": len(src.failures),
+                "splits": splits, "split_order": list(splits),
+                # what data.max_skip_fraction counts failures against: the source's files, else its clips
+                "scanned": src.scanned or sum(e["clips"] for e in plan["splits"].values()), "source_failures": len(src.failures),
                 "failures": failures, "source_info": src.info}
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
