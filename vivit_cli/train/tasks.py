@@ -109,12 +109,6 @@ class ImageTask:
 
         self._data = data
         self.source = data.open_source(cfg)
-        # Before any step: a missing split would otherwise surface only at the final eval, after all the training.
-        used = [("data.train_split", cfg.data.train_split), ("data.eval_split", cfg.data.eval_split)]
-        if cfg.train.eval_every > 0:
-            used.append(("data.val_split", cfg.data.val_split))
-        for key, name in used:
-            self._check_split(key, name)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         # The image label set is whatever `still_images` labels (for the embedded data: the ten digits of
         # the appearance task, whichever task the video config names), not necessarily the source's.
