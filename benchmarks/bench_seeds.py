@@ -7,10 +7,10 @@ Each round runs both ways on fresh workdirs, in alternating order (separate firs
 first in odd ones), after one untimed warm-up of each that generates the embedded data and fills the
 persistent compilation cache: every timed run is a sweep's warm case. For each way it reports
 - wall: spawn of the first `vivit train` to the exit of the last, as a user waits for it;
-- clips/s: the training clips of all seeds (steps x batch x seeds) over that wall time;
-- step clips/s: the trainer's own steady-step rate (summary.json perf.train_clips_per_s), summed over seeds
-  and, for separate processes, over the runs that overlapped (a run alone gets the whole machine).
-The ratio is the median over rounds of separate wall / group wall (> 1: the group is faster).
+- clips/s: the training clips of all seeds (steps x batch x seeds) over that wall time.
+
+The JSON (`--json`) also keeps each run's own steady-step rate (summary.json perf.train_clips_per_s), top-1 and
+status. The ratio is the median over rounds of separate wall / group wall (> 1: the group is faster).
 
 `--write-results` replaces the block between the markers in benchmarks/RESULTS.md.
 """
@@ -146,8 +146,7 @@ def block(res: dict) -> str:
     rs = res["rounds"]
     rows = "\n".join(
         f"| {way} | {_med(rs, way, 'wall_s'):.1f} ({_list(r[way]['wall_s'] for r in rs)}) | "
-        f"{_med(rs, way, 'clips_per_s'):.0f} | {_med(rs, way, 'step_clips_per_s_summed'):.0f} |"
-        for way in ("separate", "group"))
+        f"{_med(rs, way, 'clips_per_s'):.0f} |" for way in ("separate", "group"))
     return (f"{BEGIN}\n## {res['seeds']} seeds of one cell: separate processes vs one group "
             f"(`benchmarks/bench_seeds.py`)\n\n"
             f"- Date: {res['date']}; machine: {res['cores']} cores ({res['machine']}), jax {res['jax']}\n"
@@ -157,8 +156,8 @@ def block(res: dict) -> str:
             f"{res['seeds']} `vivit train` processes, {res['parallel']} at a time; group = one `vivit train "
             f"--seeds`. Rounds interleaved; load average before each round: "
             f"{_list(r['load_before'] for r in rs)}\n\n"
-            f"| way | wall s, median (rounds) | clips/s (all seeds' training clips / wall) | step clips/s, "
-            f"summed over seeds |\n|---|---|---|---|\n{rows}\n\n"
+            f"| way | wall s, median (rounds) | clips/s, summed over seeds (all seeds' training clips / wall) |\n"
+            f"|---|---|---|\n{rows}\n\n"
             f"Separate / group wall time: **{res['ratio_median']:.2f}x** (median of rounds: "
             f"{_list((r['ratio'] for r in rs), '.2f')}).\n{END}")
 
