@@ -214,7 +214,7 @@ def _finish(src, out: Path, plan: dict, metas: dict) -> dict:
     manifest = {"format": R.FORMAT, "version": R.VERSION, "source": src.spec, "kind": src.kind,
                 "short_side": plan["short_side"], "jpeg_quality": plan["jpeg_quality"],
                 "label_names": list(src.label_names),
-                "heads": [[h, list(names)] for h, names in getattr(src, "heads", (("label", src.label_names),))],
+                "heads": [[h, list(names)] for h, names in src.heads],
                 "splits": splits, "split_order": list(splits),
                 # what data.max_skip_fraction counts failures against: the source's files, else its clips
                 "scanned": src.scanned or sum(e["clips"] for e in plan["splits"].values()), "source_failures": len(src.failures),

@@ -26,7 +26,7 @@ class VideoTask:
         for key, name in used:
             self._check_split(key, name)
         # Several heads (Source.heads; Epic-Kitchens: verb, noun) sit side by side in the one output projection.
-        heads = tuple((name, len(names)) for name, names in getattr(self.source, "heads", ()) or ())
+        heads = tuple((name, len(names)) for name, names in self.source.heads)  # a Source always has one or more
         self.heads = heads if len(heads) > 1 else ()
         self.num_classes = sum(n for _, n in self.heads) if self.heads else int(self.source.num_classes)
 
