@@ -233,7 +233,7 @@ def test_two_head_run_end_to_end(tmp_path, cli):
     rep = json.loads(p.stdout)
     cell = next(r for r in rep["rows"] if r["row"] == "+ Mixup")
     assert json.dumps(cell).count(str(round(100 * summary["action_top1"], 1))) >= 1
-    p = cli("report", "-t", "regularisation", "--results", str(tmp_path / "results"), "-f", "json",
+    p = cli("report", "-t", "regularisation", "-r", str(tmp_path / "results"), "-f", "json",  # -r as sweep's
             "--accuracy", "verb_top1")
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.dumps(next(r for r in json.loads(p.stdout)["rows"] if r["row"] == "+ Mixup")).count(
@@ -246,6 +246,7 @@ def test_predict_names_the_best_actions():
     tops = _top_actions(LOGITS, HEADS, 2, ["take", "put", "cup", "plate", "door"])
     best = tops[0][0]
     assert best["index"] == [0, 4] and best["label"] == "take + door"
+    assert best["classes"] == {"verb": 0, "noun": 2}  # the class ids within each head, as the annotations number them
     want = np.exp(_log_softmax(LOGITS[0, :2])[0] + _log_softmax(LOGITS[0, 2:])[2])
     assert best["probability"] == pytest.approx(want, rel=1e-5)
     assert [t["label"] for t in tops[2]] == ["take + plate", "take + door"]  # clip 2: codes 1, then 2

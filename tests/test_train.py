@@ -225,3 +225,19 @@ def test_image_config_reads_out_as_a_gap_grid_asks():
     assert image_config(config.build(["model.variant=factorised_self_attention"])).model.classifier == "token"
     assert (config.config_hash(image_config(config.build(["model.classifier=gap"])))
             != config.config_hash(image_config(config.build([]))))
+
+
+def test_image_steps_sets_the_image_vits_schedule_alone():
+    from vivit_cli import config
+    from vivit_cli.config import image_config
+    from vivit_cli.errors import VivitError
+
+    base = config.build([])
+    img = image_config(config.build(["train.image_steps=1200"]))
+    assert (img.train.steps, img.train.warmup_steps, img.train.image_steps) == (1200, 120, 0)  # warmup's 10% kept
+    assert image_config(base).train.steps == base.train.steps
+    # At its default the key is left out of the hash: every run id made before it existed stays.
+    assert config.config_hash(base) == config.config_hash(config.build(["train.image_steps=0"]))
+    assert config.config_hash(config.build(["train.image_steps=600"])) != config.config_hash(base)
+    with pytest.raises(VivitError, match="train.image_steps=-1"):
+        config.build(["train.image_steps=-1"])

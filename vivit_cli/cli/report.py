@@ -16,7 +16,7 @@ FORMATS = ("table", "markdown", "csv", "latex", "json")
 def report_command(
     table: Optional[List[str]] = typer.Option(None, "--table", "-t",
                                               help="Table name (repeatable); leave out to list the tables."),
-    results: str = typer.Option("results", "--results", help="The run store written by `vivit sweep`."),
+    results: str = typer.Option("results", "--results", "-r", help="The run store written by `vivit sweep`."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv, latex or json."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the export to this file instead of stdout."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Also write a PNG figure of the table."),

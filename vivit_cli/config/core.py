@@ -195,6 +195,7 @@ def validate(cfg: Config) -> None:
             raise VivitError(f"{key}={value}: must be a positive integer")
     for key, value in (("model.temporal_layers", m.temporal_layers), ("model.sampled_frames", m.sampled_frames),
                        ("train.warmup_steps", t.warmup_steps), ("train.eval_every", t.eval_every),
+                       ("train.image_steps", t.image_steps),
                        ("data.workers", d.workers), ("data.randaugment_layers", d.randaugment_layers)):
         if value < 0:
             raise VivitError(f"{key}={value}: must not be negative")

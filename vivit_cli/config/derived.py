@@ -22,4 +22,8 @@ def image_config(cfg):
                                 tubelet=f"1x{ph}x{pw}", sampled_frames=0, init_from="none", classifier=readout,
                                 init="random")
     data = dataclasses.replace(cfg.data, frames=1, stride=1, eval_views="1x1")
-    return resolve(cfg.replace(model=model, data=data))
+    train = cfg.train
+    if train.image_steps:
+        n = train.image_steps
+        train = dataclasses.replace(train, steps=n, warmup_steps=train.warmup_steps * n // train.steps, image_steps=0)
+    return resolve(cfg.replace(model=model, data=data, train=train))

@@ -103,6 +103,10 @@ class TrainConfig:
     weight_decay: float = 0.0  # paper: none (Scenic's l2_decay_factor 0)
     warmup_steps: int = 30  # paper: 2.5 epochs of linear warmup, then cosine
     steps: int = 300
+    # The steps of the image ViT that a sweep pretrains for this config (`vivit pretrain-image`); 0 = train.steps.
+    # Its warmup keeps train.warmup_steps' share of the schedule. At the CPU preset 300 steps leave the ViT at 57%
+    # top-1 on still frames and 1,200 reach 87% (benchmarks/RESULTS.md "A shorter schedule").
+    image_steps: int = 0
     batch_size: int = 32
     grad_clip: float = 1.0  # max global norm, as Scenic
     label_smoothing: float = 0.0  # paper EK: 0.2
@@ -139,5 +143,6 @@ class Config:
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "run": RunConfig}
 UNHASHED_SECTIONS = ("run",)
 # Keys added after run stores existed, left out of the hash at these defaults so that the run ids stay: one head
-# (""), and eval_resize None (a run trained before the crop geometry is then found, and flagged by its numerics).
-UNHASHED_DEFAULTS = (("data", "heads", ""), ("data", "eval_resize", None))
+# (""), eval_resize None (a run trained before the crop geometry is then found, and flagged by its numerics), and
+# image_steps 0 (the image ViT trained for train.steps, as before the key).
+UNHASHED_DEFAULTS = (("data", "heads", ""), ("data", "eval_resize", None), ("train", "image_steps", 0))

@@ -114,14 +114,17 @@ def predict_videos(cfg, params, num_classes: int, files: list[str], *, views: tu
 
 def _top_actions(logits: np.ndarray, heads, k: int, names: list[str]) -> list[list[dict]]:
     """Per clip: the k best joint classes under the product of the heads' softmaxes, each as its heads' classes
-    (`index`: their columns in the logits) and one label, the heads' names joined by " + "."""
+    (`classes`: {head: class id in that head}, e.g. Epic-Kitchens' verb_class and noun_class; `index`: their columns
+    in the logits) and one label, the heads' names joined by " + "."""
     codes, probs = metrics.joint_top_k(logits, heads, k, with_probs=True)
     offsets = np.cumsum([0] + [n for _, n in heads])[:-1]
     out = []
     for row_codes, row_probs in zip(codes, probs):
         tops = []
         for code, p in zip(row_codes, row_probs):
-            cols = [int(o + c) for o, c in zip(offsets, metrics.decode_action(code, heads))]
-            tops.append({"index": cols, "label": " + ".join(names[c] for c in cols), "probability": float(p)})
+            per_head = [int(c) for c in metrics.decode_action(code, heads)]
+            cols = [int(o) + c for o, c in zip(offsets, per_head)]
+            tops.append({"classes": {name: c for (name, _), c in zip(heads, per_head)}, "index": cols,
+                         "label": " + ".join(names[c] for c in cols), "probability": float(p)})
         out.append(tops)
     return out
