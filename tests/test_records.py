@@ -308,6 +308,12 @@ def test_large_frame_crop_is_the_plain_formula_bit_for_bit():
     frames = np.random.default_rng(0).integers(0, 256, (3, 120, 161, 3), dtype=np.uint8)
     for box in [(0, 0, 120, 120, 104, 104), (3.7, 20.2, 95.5, 95.5, 104, 104), (0, 0, 120, 161, 50, 70)]:
         assert np.array_equal(T.crop_resize(frames, *box), plain(frames, *box))
+        # The flip and the scaling done frame by frame inside the crop: the same pixels as after it, small frames too.
+        for f in (frames, frames[:, :40, :50]):
+            whole = T.crop_resize(f, *box)
+            for flip in (False, True):
+                after = T.to_unit_range(np.ascontiguousarray(whole[:, :, ::-1] if flip else whole))
+                assert np.array_equal(T.crop_resize(f, *box, flip=flip, unit_range=True), after)
 
 
 def test_segments_and_two_heads_survive_prepare(tmp_path):

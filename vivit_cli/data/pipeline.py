@@ -70,8 +70,14 @@ class TrainMap:
         except DecodeError as e:
             self.skips.record(index, str(e))
             return _SKIP
-        clip = T.random_crop(frames, rng, self.spec)
-        return {"video": T.augment(clip, rng, self.spec), "label": np.asarray(label, np.int32)}
+        spec = self.spec
+        if spec.color_jitter > 0 or spec.randaugment_layers:
+            video = T.augment(T.random_crop(frames, rng, spec), rng, spec)
+        else:  # `augment` with only the flip: its one draw, then the flip and the scaling done inside the crop
+            box = T.crop_box(frames.shape[1], frames.shape[2], rng, spec)
+            flip = bool(spec.flip and rng.uniform() < 0.5)
+            video = T.crop_resize(frames, *box, spec.crop, spec.crop, flip=flip, unit_range=True)
+        return {"video": video, "label": np.asarray(label, np.int32)}
 
 
 class BatchTrainMap:
@@ -228,8 +234,8 @@ class EvalMap:
             self.skips.record(index, str(e))
             return _SKIP
         clips = frames.reshape(n_t, self.spec.frames, *frames.shape[1:])
-        views = [v for clip in clips for v in T.spatial_views(clip, self.spec, n_s)]
-        return {"video": T.to_unit_range(np.stack(views)), "label": np.asarray(label, np.int32),
+        views = [v for clip in clips for v in T.spatial_views(clip, self.spec, n_s, unit_range=True)]
+        return {"video": np.stack(views), "label": np.asarray(label, np.int32),
                 "index": np.int32(index), "mask": np.bool_(True)}
 
 

@@ -100,15 +100,31 @@ def _weight_matrix(n_in: int, start: float, length: float, n_out: int) -> np.nda
 
 
 def crop_resize(frames: np.ndarray, top: float, left: float, size_h: float, size_w: float,
-                out_h: int, out_w: int) -> np.ndarray:
-    """Bilinear resize of the region [top, top+size_h) x [left, left+size_w) of frames [T, H, W, C] -> float32."""
+                out_h: int, out_w: int, *, flip: bool = False, unit_range: bool = False) -> np.ndarray:
+    """Bilinear resize of the region [top, top+size_h) x [left, left+size_w) of frames [T, H, W, C] -> float32.
+
+    `flip` mirrors the result left/right and `unit_range` scales it to [-1, 1] as `to_unit_range` does: for large
+    frames both are done frame by frame while the frame is in cache (the columns' taps taken in reverse order, the
+    same float32 products in place), bit for bit what flipping and scaling the whole result gives."""
     t, h, w, c = frames.shape
     if max(h, w) <= 96:
-        # Small frames: two BLAS matmuls with dense interpolation weights beat four fancy-index gathers 3x.
-        wr = _weight_matrix(h, top, size_h, out_h)
-        wc = _weight_matrix(w, left, size_w, out_w)
-        rows = np.matmul(wr, frames.reshape(t, h, w * c).astype(np.float32)).reshape(t, out_h, w, c)
-        return np.matmul(wc, rows)
+        out = _crop_resize_small(frames, top, left, size_h, size_w, out_h, out_w)
+        out = out[:, :, ::-1] if flip else out
+        return to_unit_range(out) if unit_range else out
+    return _crop_resize_large(frames, top, left, size_h, size_w, out_h, out_w, flip, unit_range)
+
+
+def _crop_resize_small(frames, top, left, size_h, size_w, out_h, out_w):
+    # Small frames: two BLAS matmuls with dense interpolation weights beat four fancy-index gathers 3x.
+    t, h, w, c = frames.shape
+    wr = _weight_matrix(h, top, size_h, out_h)
+    wc = _weight_matrix(w, left, size_w, out_w)
+    rows = np.matmul(wr, frames.reshape(t, h, w * c).astype(np.float32)).reshape(t, out_h, w, c)
+    return np.matmul(wc, rows)
+
+
+def _crop_resize_large(frames, top, left, size_h, size_w, out_h, out_w, flip, unit_range):
+    t, h, w, c = frames.shape
     # Large frames: per frame, gather the needed rows while still uint8 (a quarter of the bytes), interpolate them
     # (a + (b - a) * w), gather the needed columns as whole pixels (np.take of 12-byte items: fancy indexing along
     # a middle axis of 3-float pixels cost 3-6x more) and interpolate those, in place. The same float32 operations
@@ -117,6 +133,8 @@ def crop_resize(frames: np.ndarray, top: float, left: float, size_h: float, size
     r0, r1, wr = _axis_weights(h, top, size_h, out_h)
     c0, c1, wc = _axis_weights(w, left, size_w, out_w)
     lo, hi = int(c0.min()), int(c1.max()) + 1
+    if flip:  # output column j is column out_w - 1 - j: its taps and weight, the same arithmetic
+        c0, c1, wc = c0[::-1], c1[::-1], wc[::-1]
     c0, c1, wr, wc = c0 - lo, c1 - lo, wr[:, None, None], wc[None, :, None]
     pixel = np.dtype((np.void, 4 * c))
     out = np.empty((t, out_h, out_w, c), np.float32)
@@ -134,6 +152,9 @@ def crop_resize(frames: np.ndarray, top: float, left: float, size_h: float, size
         col_step -= frame
         col_step *= wc
         frame += col_step
+        if unit_range:
+            frame *= np.float32(2 / 255)
+            frame -= np.float32(1)
     return out
 
 
@@ -216,13 +237,14 @@ def view_offsets(h: int, w: int, crop: int, count: int) -> list[tuple[int, int]]
     return [(o, across) if along_h else (across, o) for o in spread]
 
 
-def spatial_views(frames: np.ndarray, spec: ClipSpec, count: int) -> list[np.ndarray]:
-    """`count` crop x crop views of frames [T, H, W, 3] resized to the short side (`view_offsets`), float32."""
+def spatial_views(frames: np.ndarray, spec: ClipSpec, count: int, unit_range: bool = False) -> list[np.ndarray]:
+    """`count` crop x crop views of frames [T, H, W, 3] resized to the short side (`view_offsets`), float32 (in
+    [-1, 1] with `unit_range`, scaled inside the crop: `crop_resize`)."""
     _, h, w, _ = frames.shape
     rh, rw = resized_size(h, w, spec.short_side)
     sy, sx = h / rh, w / rw
     c = spec.crop
-    return [crop_resize(frames, top * sy, left * sx, c * sy, c * sx, c, c)
+    return [crop_resize(frames, top * sy, left * sx, c * sy, c * sx, c, c, unit_range=unit_range)
             for top, left in view_offsets(rh, rw, c, count)]
 
 
