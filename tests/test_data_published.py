@@ -98,6 +98,21 @@ def test_kinetics_flat_layout(kinetics):
         open_(f"kinetics:{kinetics}", max_skip_fraction=0.1)
 
 
+def test_kinetics_replacement_for_corrupted_clips(kinetics, tmp_path):
+    """Kinetics-400's replacement/replacement_for_corrupted_k400/ stands in for the corrupted clips it names."""
+    for part in ("train", "val", "annotations"):
+        (tmp_path / part).symlink_to(kinetics / part)
+    spare = tmp_path / "replacement" / "replacement_for_corrupted_k400"
+    spare.mkdir(parents=True)
+    write_video(str(spare / "broken_000000_000010.mp4"), numbered(12), "libx264")
+    src = open_(f"kinetics:{tmp_path}", max_skip_fraction=0.5)
+    assert [p.rsplit("/", 1)[-1] for p, _ in src.failures] == ["gone_000000_000010.mp4"]  # only the missing one
+    train = src.split("train")
+    i = train.paths.index(str(spare / "broken_000000_000010.mp4"))
+    assert train.label(i) == 0 and index_of(train.reader(i).frames(np.array([0, 11]))).tolist() == [0, 11]
+    assert src.num_examples("train") == 6 and src.info["replaced"] == 1
+
+
 def test_kinetics_per_class_layout_with_and_without_annotations(tmp_path):
     for split, n in (("train", 2), ("val", 1)):
         for cls in ("bowling", "juggling balls"):

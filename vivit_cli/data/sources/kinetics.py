@@ -8,6 +8,11 @@ A file named `{youtube_id}_{start:06d}_{end:06d}` is the trimmed clip: the whole
 named `{youtube_id}` is the full YouTube video: the example is its segment time_start..time_end (seconds, turned
 into frames with the video's frame rate). A row whose file is absent is a missing video, counted against
 data.max_skip_fraction like a broken one. Without annotations/, per-class folders give the labels.
+
+    PATH/replacement/replacement_for_corrupted_k400/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4
+
+is the Kinetics-400 distribution's fix for about 1,400 clips found corrupted after release (any video under
+PATH/replacement/ counts): a clip that has a replacement is read from it, whatever its split folder holds.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ def _annotation_files(ann_dir: Path) -> dict[str, Path]:
     return {s: p for s, p in found.items() if s in ("train", "val", "test")}
 
 
-def _rows(csv_path: Path, split: str, files: dict[str, str], video_dir: Path) -> tuple[list, list[str]] | None:
+def _rows(csv_path: Path, split: str, files: dict[str, str], video_dir: Path,
+          replacements: dict[str, str]) -> tuple[list, list[str]] | None:
     """(items, label names) of one split's CSV; None for a CSV without labels (Kinetics-400's original test.csv)."""
     table = read_table(csv_path, REQUIRED, COLUMNS)
     if table and "label" not in table[0][1]:
@@ -47,7 +53,9 @@ def _rows(csv_path: Path, split: str, files: dict[str, str], video_dir: Path) ->
         start, end = number(csv_path, lineno, row, "time_start"), number(csv_path, lineno, row, "time_end")
         check_segment(where, start, end, "s")
         trimmed = f"{yid}_{int(start):06d}_{int(end):06d}"
-        if trimmed in files:
+        if trimmed in replacements:
+            items.append(Item(split, replacements[trimmed], label, where=where))
+        elif trimmed in files:
             items.append(Item(split, files[trimmed], label, where=where))
         elif yid in files:
             items.append(Item(split, files[yid], label, seconds=(start, end), where=where))
@@ -77,12 +85,14 @@ def open_kinetics(arg: str, ctx: OpenContext) -> Source:
         if split not in csvs:
             raise VivitError(f"{ann_dir / f'{split}.csv'}: missing annotation file (the videos of {folders[split]} "
                              "need their labels)")
+    spare = root / "replacement"
+    replacements = {f.stem: str(f) for f in videos_in(spare)} if spare.is_dir() else {}
     raw, names, unlabelled = [], [], []
     for split, csv_path in sorted(csvs.items()):
         if split not in folders:
             continue  # annotations of a split not downloaded
         files = {f.stem: str(f) for f in videos_in(folders[split])}
-        got = _rows(csv_path, split, files, folders[split])
+        got = _rows(csv_path, split, files, folders[split], replacements)
         if got is None:
             unlabelled.append(split)
             continue
@@ -94,5 +104,8 @@ def open_kinetics(arg: str, ctx: OpenContext) -> Source:
     index = {name: i for i, name in enumerate(labels)}
     items = [Item(it.split, it.path, index[it.label], it.segment, it.seconds, it.where) for it in raw]
     layout = "split/class" if any(class_dirs(d) for d in folders.values()) else "split"
+    spares = set(replacements.values())
+    replaced = sum(it.path in spares for it in items)
     return video_source("kinetics", f"kinetics:{arg}", items, labels, ctx,
-                        {"layout": layout, **({"unlabelled_splits": unlabelled} if unlabelled else {})})
+                        {"layout": layout, **({"unlabelled_splits": unlabelled} if unlabelled else {}),
+                         **({"replaced": replaced} if replaced else {})})
