@@ -106,8 +106,7 @@ def crop_resize(frames: np.ndarray, top: float, left: float, size_h: float, size
     `flip` mirrors the result left/right and `unit_range` scales it to [-1, 1] as `to_unit_range` does: for large
     frames both are done frame by frame while the frame is in cache (the columns' taps taken in reverse order, the
     same float32 products in place), bit for bit what flipping and scaling the whole result gives."""
-    t, h, w, c = frames.shape
-    if max(h, w) <= 96:
+    if max(frames.shape[1:3]) <= 96:
         out = _crop_resize_small(frames, top, left, size_h, size_w, out_h, out_w)
         out = out[:, :, ::-1] if flip else out
         return to_unit_range(out) if unit_range else out
