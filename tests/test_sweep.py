@@ -176,6 +176,18 @@ def test_embed_ablation_cells_share_one_image_vit_dependency():
     assert uniform.model.sampled_frames == uniform.data.frames // 2  # same token count as the 2-frame tubelet
 
 
+def test_image_steps_gives_the_grid_another_image_vit_and_leaves_the_cells_schedule():
+    from vivit_cli import config
+
+    base, longer = plan("embed-ablation"), plan("embed-ablation", sets=["train.image_steps=1200"])
+    (dep,), (dep_longer,) = base.deps, longer.deps
+    assert dep_longer.run_id != dep.run_id
+    assert config.image_config(dep_longer.config).train.steps == 1200
+    assert config.image_config(dep.config).train.steps == dep.config.train.steps == 300
+    for job in longer.cells:
+        assert job.config.train.steps == 300 and job.config.model.init_from == f"_deps/{dep_longer.run_id}"
+
+
 def test_run_ids_seeds_and_sharing_between_grids():
     p = plan("model-variants", seeds=3)
     assert len(p.cells) == 30
