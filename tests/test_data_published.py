@@ -98,8 +98,10 @@ def test_kinetics_flat_layout(kinetics):
         open_(f"kinetics:{kinetics}", max_skip_fraction=0.1)
 
 
-def test_kinetics_replacement_for_corrupted_clips(kinetics, tmp_path):
+def test_kinetics_replacement_for_corrupted_clips(kinetics, tmp_path, capsys):
     """Kinetics-400's replacement/replacement_for_corrupted_k400/ stands in for the corrupted clips it names."""
+    from vivit_cli.cli.app import main
+
     for part in ("train", "val", "annotations"):
         (tmp_path / part).symlink_to(kinetics / part)
     spare = tmp_path / "replacement" / "replacement_for_corrupted_k400"
@@ -111,6 +113,9 @@ def test_kinetics_replacement_for_corrupted_clips(kinetics, tmp_path):
     i = train.paths.index(str(spare / "broken_000000_000010.mp4"))
     assert train.label(i) == 0 and index_of(train.reader(i).frames(np.array([0, 11]))).tolist() == [0, 11]
     assert src.num_examples("train") == 6 and src.info["replaced"] == 1
+    assert main(["data", "inspect", f"kinetics:{tmp_path}", "--set", "data.frames=4",
+                 "--set", "data.max_skip_fraction=0.5"]) == 0
+    assert "replaced=1" in capsys.readouterr().out
 
 
 def test_kinetics_per_class_layout_with_and_without_annotations(tmp_path):

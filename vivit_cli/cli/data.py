@@ -62,6 +62,8 @@ def inspect_command(
     out.print(f"[bold]{info['source']}[/bold]  kind={info['kind']}  classes={info['num_classes']}")
     names = info["label_names"]
     out.print("labels: " + ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else ""))
+    if info.get("info"):  # what the source says of its layout: e.g. Kinetics' replaced clips, unlabelled splits
+        out.print("  ".join(f"{k}={v}" for k, v in info["info"].items()), markup=False, highlight=False)
     table = Table()
     for col in ("split", "clips", "used for", "frames (min/median/max)", "resolution", "codecs"):
         table.add_column(col)
