@@ -70,14 +70,7 @@ class TrainMap:
         except DecodeError as e:
             self.skips.record(index, str(e))
             return _SKIP
-        spec = self.spec
-        if spec.color_jitter > 0 or spec.randaugment_layers:
-            video = T.augment(T.random_crop(frames, rng, spec), rng, spec)
-        else:  # `augment` with only the flip: its one draw, then the flip and the scaling done inside the crop
-            box = T.crop_box(frames.shape[1], frames.shape[2], rng, spec)
-            flip = bool(spec.flip and rng.uniform() < 0.5)
-            video = T.crop_resize(frames, *box, spec.crop, spec.crop, flip=flip, unit_range=True)
-        return {"video": video, "label": np.asarray(label, np.int32)}
+        return {"video": T.train_clip(frames, rng, self.spec), "label": np.asarray(label, np.int32)}
 
 
 class BatchTrainMap:
@@ -102,15 +95,13 @@ class BatchTrainMap:
         frames = np.asarray(videos[indices[:, None], np.stack(wanted)])
         tops, lefts, sizes_h, sizes_w = zip(*boxes)
         clips = T.crop_resize_batch(frames, tops, lefts, sizes_h, sizes_w, spec.crop, spec.crop)
-        if spec.color_jitter > 0 or spec.randaugment_layers:
+        if not spec.flip_only:
             video = np.stack([T.augment(clip, rng, spec) for clip, rng in zip(clips, rngs)])
         else:  # `augment` with only the flip: its one draw per clip, then `to_unit_range`'s scaling, in place
             if spec.flip:
                 flip = np.array([rng.uniform() < 0.5 for rng in rngs])
                 clips[flip] = clips[flip, :, :, ::-1]
-            clips *= np.float32(2 / 255)
-            clips -= np.float32(1)
-            video = clips
+            video = T.unit_range_in_place(clips)
         labels = np.asarray(self.split.labels)[indices].astype(np.int32)
         return {"video": video, "label": labels}
 

@@ -42,6 +42,11 @@ class ClipSpec:
     def short_side(self) -> int:
         return default_resize(self.crop) if self.resize is None else self.resize
 
+    @property
+    def flip_only(self) -> bool:
+        """No augmentation but (maybe) the flip: the pipelines then flip and scale without `augment`'s copies."""
+        return not (self.color_jitter > 0 or self.randaugment_layers)
+
 
 def default_resize(crop: int) -> int:
     """The reference's ratio of resize to crop, 256 : 224."""
@@ -59,7 +64,11 @@ def resized_size(h: int, w: int, short_side: int) -> tuple[int, int]:
 def to_unit_range(x: np.ndarray) -> np.ndarray:
     """Pixels in [0, 255] (uint8, or float32 after resizing) -> float32 [-1, 1], zero-centred as the reference
     checkpoints expect. The one spelling of this scaling, so train, eval and still images match to the bit."""
-    y = x.astype(np.float32)  # a copy: scaled in place, the same float32 products as x * (2 / 255) - 1
+    return unit_range_in_place(x.astype(np.float32))  # a copy, then the scaling in place
+
+
+def unit_range_in_place(y: np.ndarray) -> np.ndarray:
+    """`to_unit_range` of a float32 array, in place: the same float32 products as x * (2 / 255) - 1."""
     y *= np.float32(2 / 255)
     y -= np.float32(1)
     return y
@@ -152,8 +161,7 @@ def _crop_resize_large(frames, top, left, size_h, size_w, out_h, out_w, flip, un
         col_step *= wc
         frame += col_step
         if unit_range:
-            frame *= np.float32(2 / 255)
-            frame -= np.float32(1)
+            unit_range_in_place(frame)
     return out
 
 
@@ -350,6 +358,17 @@ def randaugment(x: np.ndarray, rng: np.random.Generator, layers: int, magnitude:
         x = RANDAUGMENT_OPS[_RA_NAMES[rng.integers(len(_RA_NAMES))]](x, m, rng)
         x = np.clip(x, 0, 255).astype(np.float32)
     return x
+
+
+def train_clip(frames: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:
+    """`random_crop` then `augment`: frames [T, H, W, 3] -> float32 [T, crop, crop, 3] in [-1, 1]. Where the flip is
+    the only augmentation, the flip and the scaling run inside the crop, frame by frame in cache: the same draws in
+    the same order, the same pixels bit for bit."""
+    if not spec.flip_only:
+        return augment(random_crop(frames, rng, spec), rng, spec)
+    box = crop_box(frames.shape[1], frames.shape[2], rng, spec)
+    flip = bool(spec.flip and rng.uniform() < 0.5)
+    return crop_resize(frames, *box, spec.crop, spec.crop, flip=flip, unit_range=True)
 
 
 def augment(clip: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:
