@@ -362,7 +362,7 @@ def test_intervals_import_neither_jax_nor_scipy(tmp_path):
     root = Path(__file__).resolve().parents[1]
     code = ("import json, sys; from vivit_cli.cli.app import main; "
             f"rc = main(['report', '--results', {str(tmp_path)!r}, '-t', 'model-variants', '-f', 'json']); "
-            "heavy = [m for m in ('jax', 'scipy', 'matplotlib', 'tensorflow') if m in sys.modules]; "
+            "heavy = [m for m in ('jax', 'scipy', 'matplotlib', 'tensorflow', 'pandas') if m in sys.modules]; "
             "sys.stderr.write(json.dumps([rc, heavy]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60)
     rc, heavy = json.loads(proc.stderr.strip().splitlines()[-1])

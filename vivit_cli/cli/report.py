@@ -53,7 +53,7 @@ def report_command(
         specs = [rep.tables.with_perf(spec) for spec in specs]
     if len(specs) > 1 and (plot or fmt == "csv"):
         raise VivitError(f"{'--plot' if plot else '--format csv'} takes one --table, got {len(specs)}")
-    runs, stats = rep.load_runs(results)
+    runs, stats = rep.load_records(results)
     reports = [rep.build(spec, runs, stats, accuracy=accuracy, stat=spread) for spec in specs]
     if fmt == "table" and out is None:
         from vivit_cli import term

@@ -27,6 +27,7 @@ CELL_STATES = (DONE, PARTIAL, RUNNING, FAILED, MISSING)
 STATS = ("ci", "std", "ci95")
 # The frame's per-column keys: always, and with stat="ci" (interval, mark, differences, how the interval was drawn).
 FRAME_KEYS = ("mean", "std", "ci95", "n", "failed", "running", "status")
+CELL_KEYS = ("row", "column", "status", "mean", "std", "ci95", "n", "failed", "running", "seeds", "errors")
 CI_KEYS = ("lo", "hi", "mark", "vs_best", "vs_best_lo", "vs_best_hi", "vs_ref", "vs_ref_lo", "vs_ref_hi", "method")
 
 
@@ -59,15 +60,17 @@ def cell_state(n_done: int, n_failed: int, n_running: int) -> str:
 
 @dataclass
 class Report:
-    """A table ready to render: `cells` (one line per row x column) and `frame` (one line per row)."""
+    """A table ready to render: `cell_records` (one per row x column) and `frame_records` (one per row), plain
+    records that the renderers read; `cells`, `frame` and `runs` give them as pandas DataFrames, imported only
+    then (the terminal, markdown, JSON and LaTeX outputs never import pandas: it is most of a second)."""
 
     spec: tables.TableSpec
     rows: list[str]  # rows with cells (expected or found in the store)
     display_rows: list[str]  # rows plus those only the paper has, in table order
     columns: list[str]
-    cells: "object"  # pandas DataFrame
-    frame: "object"  # pandas DataFrame
-    runs: "object"  # the runs of this table (pandas DataFrame)
+    cell_records: list[dict]
+    frame_records: list[dict]
+    run_records: list[dict]  # the runs of this table (store.RUN_COLUMNS and `acc`)
     devices: list[str]
     notes: list[str] = field(default_factory=list)
     accuracy: str = "top1"
@@ -79,11 +82,32 @@ class Report:
 
     @property
     def cells_done(self) -> int:
-        return int((self.cells["status"] == DONE).sum())
+        return sum(c["status"] == DONE for c in self.cell_records)
 
     @property
     def cells_total(self) -> int:
-        return len(self.cells)
+        return len(self.cell_records)
+
+    @property
+    def cells(self):
+        import pandas as pd
+
+        keys = list(CELL_KEYS) + (list(CI_KEYS) if self.stat == "ci" else [])
+        return pd.DataFrame.from_records(self.cell_records, columns=keys)
+
+    @property
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.frame_records) if self.frame_records else pd.DataFrame(columns=["row"])
+
+    @property
+    def runs(self):
+        import pandas as pd
+
+        from vivit_cli.report.store import RUN_COLUMNS
+
+        return pd.DataFrame.from_records(self.run_records, columns=[*RUN_COLUMNS, "acc"])
 
 
 def _ordered(expected, found, numeric: bool) -> list[str]:
@@ -103,27 +127,29 @@ def _ordered(expected, found, numeric: bool) -> list[str]:
     return sorted(list(expected) + extra, key=key)
 
 
-def select_accuracy(runs, accuracy: str = "top1"):
-    """Adds an `acc` column: summary.json's top1/top5, or `<split>@<T>x<S>` / `<split>@<T>x<S>:top5` from eval.json.
+def _number(x) -> float:
+    return math.nan if _isnan(x) else float(x)
+
+
+def select_accuracy(runs: list[dict], accuracy: str = "top1") -> list[dict]:
+    """Copies of the runs with an `acc`: summary.json's top1/top5, or `<split>@<T>x<S>` / `<split>@<T>x<S>:top5`
+    from eval.json (nan where there is none).
 
     A done run without that eval entry counts as running: its evaluation has not been written yet.
     """
-    runs = runs.copy()
     if accuracy in ("top1", "top5"):
-        runs["acc"] = runs[accuracy]
-        return runs
+        return [{**r, "acc": _number(r[accuracy])} for r in runs]
     named = head_metric(accuracy)
     if named and "@" not in accuracy:  # one head's figure of multi-head runs; a single head is its own action
         def pick_head(run):
             if run["status"] != DONE:
                 return math.nan
             if named[0] == "action" and not run["heads"]:
-                return run[named[1]]
-            value = (run["head_metrics"] or {}).get(accuracy)
-            return math.nan if value is None else value
+                return _number(run[named[1]])
+            return _number((run["head_metrics"] or {}).get(accuracy))
 
-        runs["acc"] = [pick_head(r) for r in runs.to_dict("records")]
-        return runs[(runs["status"] != DONE) | runs["acc"].notna()]  # runs without that head are not in the table
+        out = [{**r, "acc": pick_head(r)} for r in runs]
+        return [r for r in out if r["status"] != DONE or not _isnan(r["acc"])]  # runs without that head: not shown
     key, _, metric = accuracy.partition(":")
     metric = metric or "top1"
     if "@" not in key or metric not in ("top1", "top5", "mean_class_accuracy"):
@@ -135,10 +161,12 @@ def select_accuracy(runs, accuracy: str = "top1"):
         value = entry.get(metric) if isinstance(entry, dict) else None
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
-    runs["acc"] = [pick(ev) if st == DONE else math.nan for ev, st in zip(runs["eval"], runs["status"])]
-    pending = (runs["status"] == DONE) & runs["acc"].isna()
-    runs.loc[pending, "status"] = RUNNING
-    return runs
+    out = []
+    for r in runs:
+        acc = pick(r["eval"]) if r["status"] == DONE else math.nan
+        pending = r["status"] == DONE and _isnan(acc)
+        out.append({**r, "acc": acc, "status": RUNNING if pending else r["status"]})
+    return out
 
 
 def runtime_ms(run) -> float:
@@ -156,6 +184,11 @@ def runtime_ms(run) -> float:
     return math.nan
 
 
+def _absent(x) -> bool:
+    """None, or the NaN pandas puts for it (a DataFrame's records)."""
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _isnan(x) -> bool:
     try:
         return math.isnan(float(x))
@@ -168,15 +201,15 @@ def _mean(values) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
-def _metric_values(metric: str, runs) -> float:
+def _metric_values(metric: str, runs: list[dict]) -> float:
     if metric == "gflops":
-        return _mean(runs["gflops"])
+        return _mean(r["gflops"] for r in runs)
     if metric == "params":
-        return _mean(runs["params"]) / 1e6
+        return _mean(r["params"] for r in runs) / 1e6
     if metric == "runtime":
-        return _mean([runtime_ms(r) for _, r in runs.iterrows()])
+        return _mean(runtime_ms(r) for r in runs)
     if metric in tables.PERF_METRICS:
-        return _mean(runs[metric])
+        return _mean(r[metric] for r in runs)
     raise ValueError(metric)
 
 
@@ -251,9 +284,9 @@ def _split_of(run, accuracy: str) -> str | None:
 
 def _with_intervals(spec, runs, rows, columns, records, accuracy, resamples) -> tuple[dict, list[str], list[str]]:
     """Adds the CI_KEYS to each cell record; returns the columns' bootstrap.Column, notes, and the splits seen."""
-    done = runs[runs["status"] == DONE].sort_values("seed", kind="stable")
+    done = sorted((r for r in runs if r["status"] == DONE), key=lambda r: (r["seed"] is None, r["seed"] or 0))
     by_cell, how, splits = {}, {"paired": 0, "none": 0, "mismatch": 0}, set()
-    for run in done.to_dict("records"):  # one pass: pandas selections per cell cost more than the bootstrap
+    for run in done:
         ev, kind = evaluation(run, accuracy)
         how[kind] += 1
         splits.add(_split_of(run, accuracy))
@@ -288,21 +321,21 @@ def _with_intervals(spec, runs, rows, columns, records, accuracy, resamples) -> 
 
 def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accuracy: str = "top1",
           stat: str = "ci", resamples: int = bootstrap.RESAMPLES) -> Report:
-    """The report of one table from every run in the store (`store.load_runs`)."""
-    import pandas as pd
-
+    """The report of one table from every run in the store (`store.load_records`, or `load_runs`' DataFrame)."""
     if stat not in STATS:
         raise VivitError(f"--stat {stat!r}: allowed values are {', '.join(STATS)}")
-    runs = select_accuracy(all_runs[all_runs["table"] == spec.name], accuracy)
-    unlabelled = int(runs["column"].isna().sum())
+    if hasattr(all_runs, "to_dict"):
+        all_runs = all_runs.to_dict("records")
+    runs = select_accuracy([r for r in all_runs if r["table"] == spec.name], accuracy)
+    unlabelled = sum(_absent(r["column"]) for r in runs)
     if unlabelled and len(spec.columns) == 1:
-        runs["column"] = runs["column"].fillna(spec.columns[0])  # a one-column table needs no column label
+        runs = [{**r, "column": spec.columns[0]} if _absent(r["column"]) else r for r in runs]  # needs no label
         unlabelled = 0
-    rows = _ordered(spec.rows, runs["row"].tolist(), spec.numeric_rows)
-    columns = _ordered(spec.columns, runs["column"].dropna().tolist(), False)
+    rows = _ordered(spec.rows, [r["row"] for r in runs], spec.numeric_rows)
+    columns = _ordered(spec.columns, [r["column"] for r in runs if not _absent(r["column"])], False)
 
-    by_cell = {}  # one pass over the runs: a pandas selection per cell cost more than the rest of the report
-    for run in runs[["row", "column", "status", "acc", "seed", "error"]].to_dict("records"):
+    by_cell = {}
+    for run in runs:
         by_cell.setdefault((run["row"], run["column"]), []).append(run)
     cell_records = []
     for row in rows:
@@ -319,19 +352,16 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
                 "failed": n_failed, "running": n_running,
                 "seeds": sorted(int(r["seed"]) for r in done if not _isnan(r["seed"])), "errors": errors,
             })
-    seeds_planned = len({int(x) for x in runs["seed"].dropna()})
+    seeds_planned = len({int(r["seed"]) for r in runs if not _isnan(r["seed"])})
     interval_notes, columns_stats, splits = [], {}, []
     if stat == "ci":
         columns_stats, interval_notes, splits = _with_intervals(spec, runs, rows, columns, cell_records, accuracy,
                                                                 resamples)
-    keys = ["row", "column", "status", "mean", "std", "ci95", "n", "failed", "running", "seeds", "errors"]
-    cells = pd.DataFrame.from_records(cell_records, columns=keys + (list(CI_KEYS) if stat == "ci" else []))
-
     paper_only = [r for p in spec.paper for r in p.values if r not in rows]
     display_rows = _ordered(rows, paper_only, spec.numeric_rows) if paper_only else rows
-    frame = _frame(spec, display_rows, columns, cells, runs, FRAME_KEYS + (CI_KEYS if stat == "ci" else ()))
-    done_runs = runs[runs["status"] == DONE]
-    devices = sorted({str(d) for d in done_runs["device"] if d})
+    frame = _frame(spec, display_rows, columns, cell_records, runs, FRAME_KEYS + (CI_KEYS if stat == "ci" else ()))
+    done_runs = [r for r in runs if r["status"] == DONE]
+    devices = sorted({str(r["device"]) for r in done_runs if not _absent(r["device"])})
     notes = stats.notes(grids=spec.grids, table=spec.name) if stats else []
     # Labels the table does not expect are still shown (never dropped), but most likely a grid's typo: say so.
     odd_rows = [] if spec.numeric_rows else [r for r in rows if r not in spec.rows]
@@ -342,28 +372,27 @@ def build(spec: tables.TableSpec, all_runs, stats: LoadStats | None = None, accu
         names = ", ".join(repr(x) for x in odd_rows + odd_columns)
         notes.append(f"labels not among this table's rows/columns (check the grid's cell.json labels): {names}")
     notes += interval_notes
-    mixed = numerics_note(done_runs["numerics"].tolist())
+    mixed = numerics_note([r["numerics"] for r in done_runs])
     if mixed:
         notes.append(mixed)
     if any(m in tables.PERF_METRICS for m in spec.metrics):
-        notes.append(perf_note(devices, int(done_runs[list(tables.PERF_METRICS)].isna().all(axis=1).sum())))
-    heads = sorted({str(h) for h in done_runs["heads"] if h})
+        without = sum(all(_isnan(r[m]) for m in tables.PERF_METRICS) for r in done_runs)
+        notes.append(perf_note(devices, without))
+    heads = sorted({str(r["heads"]) for r in done_runs if not _absent(r["heads"])})
     if heads:
         notes.append(f"Runs with several heads ({'; '.join(heads)}): top-1 is the action's (every head right), the "
                      "measure of the paper's EK column; --accuracy verb_top1 (any head's name) gives one head's.")
     if spec.paper_note:
         notes.append(spec.paper_note)
-    return Report(spec=spec, rows=rows, display_rows=display_rows, columns=columns, cells=cells, frame=frame,
-                  runs=runs, devices=devices, notes=notes, accuracy=accuracy, stat=stat, seeds_planned=seeds_planned,
+    return Report(spec=spec, rows=rows, display_rows=display_rows, columns=columns, cell_records=cell_records,
+                  frame_records=frame, run_records=runs, devices=devices, notes=notes, accuracy=accuracy, stat=stat, seeds_planned=seeds_planned,
                   columns_stats=columns_stats, resamples=resamples, split=", ".join(splits) or None)
 
 
-def _frame(spec, rows, columns, cells, runs, keys=FRAME_KEYS):
-    """One line per table row: per column mean/std/ci95/n/status, the metrics, then the paper's numbers."""
-    import pandas as pd
-
-    done = runs[runs["status"] == DONE]
-    by_cell = {(c["row"], c["column"]): c for c in cells.to_dict("records")}  # not a pandas selection per cell
+def _frame(spec, rows, columns, cells, runs, keys=FRAME_KEYS) -> list[dict]:
+    """One record per table row: per column mean/std/ci95/n/status, the metrics, then the paper's numbers."""
+    done = [r for r in runs if r["status"] == DONE]
+    by_cell = {(c["row"], c["column"]): c for c in cells}
     not_run = {"n": 0, "failed": 0, "running": 0, "status": NOT_RUN}
     records = []
     for row in rows:
@@ -375,30 +404,26 @@ def _frame(spec, rows, columns, cells, runs, keys=FRAME_KEYS):
         for metric in spec.metrics:
             if spec.metrics_per_column:
                 for column in columns:
-                    sel = done[(done["row"] == row) & (done["column"] == column)]
+                    sel = [r for r in done if r["row"] == row and r["column"] == column]
                     rec[f"{column}_{metric}"] = _metric_values(metric, sel)
             else:
-                sel = done[done["row"] == row]
-                if spec.metric_source is not None and (sel["column"] == spec.metric_source).any():
-                    sel = sel[sel["column"] == spec.metric_source]
+                sel = [r for r in done if r["row"] == row]
+                if spec.metric_source is not None and any(r["column"] == spec.metric_source for r in sel):
+                    sel = [r for r in sel if r["column"] == spec.metric_source]
                 rec[metric] = _metric_values(metric, sel)
         for paper in spec.paper:
             rec[paper.label] = paper.values.get(row, math.nan)
         records.append(rec)
-    frame = pd.DataFrame.from_records(records)
-    if frame.empty:
-        frame = pd.DataFrame(columns=["row"])
-    return frame
+    return records
 
 
 def completeness(spec: tables.TableSpec, all_runs) -> dict:
     """Cells done / total and runs by state, for `vivit report` with no table."""
     rep = build(spec, all_runs, stat="std")  # counts only: no intervals to draw
-    runs = rep.runs
+    cells = [c["status"] for c in rep.cell_records]
+    runs = [r["status"] for r in rep.run_records]
     return {
-        "table": spec.name, "title": spec.title, "paper_ref": spec.paper_ref, "cells_done": rep.cells_done, "cells_total": rep.cells_total,
-        "cells_partial": int((rep.cells["status"] == PARTIAL).sum()),
-        "cells_failed": int((rep.cells["status"] == FAILED).sum()),
-        "runs_done": int((runs["status"] == DONE).sum()), "runs_failed": int((runs["status"] == FAILED).sum()),
-        "runs_running": int((runs["status"] == RUNNING).sum()),
+        "table": spec.name, "title": spec.title, "paper_ref": spec.paper_ref, "cells_done": rep.cells_done,
+        "cells_total": rep.cells_total, "cells_partial": cells.count(PARTIAL), "cells_failed": cells.count(FAILED),
+        "runs_done": runs.count(DONE), "runs_failed": runs.count(FAILED), "runs_running": runs.count(RUNNING),
     }

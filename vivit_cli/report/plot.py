@@ -33,7 +33,7 @@ def _series(report: Report, column: str):
     """(row, mean, (below, above)) of each row that has a result in this column: the error bar's extent under and
     over the mean (the interval's ends, or ± the spread over seeds); 0 where there is none (one seed, no clips)."""
     out = []
-    for rec in report.frame.to_dict("records"):
+    for rec in report.frame_records:
         mean = rec.get(f"{column}_mean")
         if _nan(mean):
             continue
@@ -68,7 +68,7 @@ def _plot_flops(report: Report, fig) -> None:
     paper_flops = next((p for p in report.spec.paper if "GFLOPs" in p.label), None)
     axes = fig.subplots(1, 2 if paper_flops else 1, squeeze=False)[0]
     ax = axes[0]
-    gflops = {rec["row"]: rec.get("gflops") for rec in report.frame.to_dict("records")}
+    gflops = {rec["row"]: rec.get("gflops") for rec in report.frame_records}
     for i, column in enumerate(report.columns):
         pts = [(gflops.get(r), m, s, r) for r, m, s in _series(report, column)
                if gflops.get(r) is not None and not math.isnan(gflops.get(r))]
@@ -121,7 +121,7 @@ def _plot_line(report: Report, fig, categorical: bool = False) -> None:
     panels = [(ax, "top-1 (%)")]
     if flops:
         fx = axes[1]
-        recs = report.frame.to_dict("records")
+        recs = report.frame_records
         for i, column in enumerate(report.columns):
             pts = sorted((xs[r["row"]], r[f"{column}_gflops"]) for r in recs
                          if xs.get(r["row"]) is not None and not math.isnan(r[f"{column}_gflops"]))
@@ -144,7 +144,7 @@ def _plot_bars(report: Report, fig) -> None:
     papers = _paper_accuracy_columns(report)
     groups = len(report.columns) + len(papers)
     width = 0.8 / max(groups, 1)
-    recs = {r["row"]: r for r in report.frame.to_dict("records")}
+    recs = {r["row"]: r for r in report.frame_records}
     for i, column in enumerate(report.columns):
         offset = (i - (groups - 1) / 2) * width
         errors = {row: err for row, _mean, err in _series(report, column)}

@@ -97,12 +97,11 @@ def _reference(report: Report, spread: str) -> str | None:
     ref = report.spec.reference
     if spread != "ci" or ref is None:
         return None
-    done = report.cells[(report.cells["row"] == ref) & report.cells["status"].isin((DONE, PARTIAL))]
-    return ref if len(done) else None
+    return ref if any(c["row"] == ref and c["status"] in (DONE, PARTIAL) for c in report.cell_records) else None
 
 
 def _records(report: Report) -> list[dict]:
-    return report.frame.to_dict("records")
+    return report.frame_records
 
 
 def header_and_rows(report: Report, spread: str | None = None,
@@ -160,7 +159,7 @@ def method_note(report: Report) -> str:
     """The one line that says what a cell's interval and mark mean."""
     acc = "top-1" if report.accuracy == "top1" else report.accuracy
     planned = report.seeds_planned
-    fewer = any(int(n) < planned for n, st in zip(report.cells["n"], report.cells["status"]) if st in (DONE, PARTIAL))
+    fewer = any(int(n) < planned for n, st in ((c["n"], c["status"]) for c in report.cell_records) if st in (DONE, PARTIAL))
     if planned <= 1:
         what = (f"one seed; [lo, hi] = 95% interval over the sampling of {_clip_text(report)} only (one seed: "
                 "seed-to-seed variation is not in it)")
@@ -194,7 +193,7 @@ def footnotes(report: Report, spread: str | None = None) -> list[str]:
     for paper in report.spec.paper:
         notes.append(f"{paper.label}: {paper.benchmark}.")
     notes += report.notes
-    errors = sorted({e for errs in report.cells["errors"] for e in errs})
+    errors = sorted({e for c in report.cell_records for e in c["errors"]})
     for err in errors[:5]:
         notes.append(f"failed run: {err}")
     return notes
@@ -278,8 +277,8 @@ def _cell_intervals(c: dict) -> dict:
 def to_dict(report: Report, spread: str | None = None) -> dict:
     spread = _spread(report, spread)
     spec = report.spec
-    recs = {r["row"]: r for r in report.frame.to_dict("records")}
-    cells = {(c["row"], c["column"]): c for c in report.cells.to_dict("records")}
+    recs = {r["row"]: r for r in report.frame_records}
+    cells = {(c["row"], c["column"]): c for c in report.cell_records}
     rows = []
     for row in report.display_rows:
         rec = recs[row]
