@@ -72,8 +72,9 @@ def test_conditional_axis_and_errors():
 
 # ---- the grid files ------------------------------------------------------------------------------------
 
-EXPECTED = {"embed-ablation": (4, 1), "model-variants": (10, 1), "temporal-layers": (5, 1),
-            "attention-order": (4, 1), "tubelet-size": (12, 1), "regularisation": (6, 1)}
+# (cells, dependencies): a grid over both tasks starts each task from its own image ViT (grid.task_schedules)
+EXPECTED = {"embed-ablation": (4, 1), "model-variants": (10, 2), "temporal-layers": (5, 1),
+            "attention-order": (4, 2), "tubelet-size": (12, 1), "regularisation": (6, 1)}
 
 
 def test_every_paper_grid_exists_with_lean_cell_counts():
@@ -176,16 +177,34 @@ def test_embed_ablation_cells_share_one_image_vit_dependency():
     assert uniform.model.sampled_frames == uniform.data.frames // 2  # same token count as the 2-frame tubelet
 
 
-def test_image_steps_gives_the_grid_another_image_vit_and_leaves_the_cells_schedule():
+def test_each_task_trains_its_own_schedule_from_its_own_image_vit():
     from vivit_cli import config
 
-    base, longer = plan("embed-ablation"), plan("embed-ablation", sets=["train.image_steps=1200"])
-    (dep,), (dep_longer,) = base.deps, longer.deps
-    assert dep_longer.run_id != dep.run_id
-    assert config.image_config(dep_longer.config).train.steps == 1200
-    assert config.image_config(dep.config).train.steps == dep.config.train.steps == 300
-    for job in longer.cells:
-        assert job.config.train.steps == 300 and job.config.model.init_from == f"_deps/{dep_longer.run_id}"
+    def schedule(p):
+        deps = {d.run_id: config.image_config(d.config).train.steps for d in p.deps}
+        return {j.labels.get("column", tables.APPEARANCE): (j.config.train.steps, j.config.train.warmup_steps,
+                                                            deps[j.config.model.init_from.split("/")[1]])
+                for j in p.cells}
+
+    mv = plan("model-variants")
+    assert len(mv.deps) == 2
+    assert schedule(mv) == {tables.APPEARANCE: (150, 15, 1200), tables.MOTION: (300, 30, 300)}
+    # Every grid's appearance cells share that ViT and, where the cell is the same, the run.
+    ea = plan("embed-ablation")
+    assert schedule(ea) == {tables.APPEARANCE: (150, 15, 1200)}
+    assert {d.run_id for d in ea.deps} < {d.run_id for d in mv.deps}
+    central = next(j for j in ea.cells if j.labels["row"] == tables.TUBELET_CENTRAL)
+    assert central.run_id == next(j.run_id for j in mv.cells if j.cell == f"{tables.MODEL_1} / {tables.APPEARANCE}")
+    # A --set for the sweep wins over the tasks' schedules (one ViT for all); a scoped one picks one column's.
+    assert schedule(plan("model-variants", sets=["train.image_steps=600", "train.steps=200"])) == {
+        tables.APPEARANCE: (200, 15, 600), tables.MOTION: (200, 30, 600)}
+    assert schedule(plan("model-variants", sets=["motion:train.image_steps=600"])) == {
+        tables.APPEARANCE: (150, 15, 1200), tables.MOTION: (300, 30, 600)}
+    # Other presets train their own schedule in every column.
+    assert schedule(plan("model-variants", preset="smoke")) == {tables.APPEARANCE: (6, 2, 6), tables.MOTION: (6, 2, 6)}
+    paper = plan("model-variants", preset="paper", sets=["appearance:data.source=kinetics:/k", "model.init_from=/v",
+                                                         "motion:data.source=epic:/e"])
+    assert {j.config.train.steps for j in paper.cells} == {125_000} and not paper.deps
 
 
 def test_run_ids_seeds_and_sharing_between_grids():
@@ -213,8 +232,9 @@ def test_scoped_set_applies_to_one_column():
     assert sources == {"appearance": "embedded:appearance", "motion": "npy:/data/ek.npz"}
     with pytest.raises(VivitError, match="matches no cell"):
         plan("model-variants", sets=["kinetics:data.source=npy:/x"])
-    with pytest.raises(VivitError, match="same config"):  # a --set that flattens the task axis
-        plan("model-variants", sets=["data.source=embedded:motion"])
+    with pytest.raises(VivitError, match="same config"):  # --sets that flatten the task axis
+        plan("model-variants", sets=["data.source=embedded:motion", "train.steps=300", "train.warmup_steps=30",
+                                     "train.image_steps=0"])
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
@@ -549,7 +569,10 @@ def test_scheduler_retries_blocks_dependents_and_resumes(tmp_path):
     backend = ScriptedBackend({cells_[0].run_id: ["preempt", "done"]})
     res = runner.run(p, st.RunStore(results, max_attempts=3), backend, poll=0.01, live=False)
     assert res.ok and len(res.done) == 5
-    assert backend.started == [dep.run_id, cells_[0].run_id, cells_[0].run_id] + [c.run_id for c in cells_[1:]]
+    # Costliest first (the uniform-frame cell embeds fewer frames, so it goes last); the preempted one again at once.
+    order = sorted(cells_, key=lambda j: -j.cost)
+    assert order[-1] is cells_[0] and order[-1].cost < order[0].cost
+    assert backend.started == [dep.run_id] + [r for j in order for r in [j.run_id] * (2 if j is cells_[0] else 1)]
     for job in cells_:
         assert json.loads((results / "embed-ablation" / job.run_id / "cell.json").read_text())["run_id"] == job.run_id
     # Everything done: nothing starts.
