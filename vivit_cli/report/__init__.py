@@ -10,9 +10,9 @@ import os
 
 from vivit_cli.report import tables
 from vivit_cli.report.aggregate import Report, build, completeness
-from vivit_cli.report.store import LoadStats, load_records, load_runs  # noqa: F401
+from vivit_cli.report.store import LoadStats, load_records, load_runs
 
-__all__ = ["Report", "LoadStats", "tables", "load_records", "load_runs", "build", "completeness", "report", "overview"]
+__all__ = ["LoadStats", "Report", "build", "completeness", "load_records", "load_runs", "overview", "report", "tables"]
 
 
 def report(name: str, results_dir: str | os.PathLike = "results", accuracy: str = "top1", perf: bool = False,
