@@ -255,6 +255,30 @@ def test_epic_bad_rows(epic, tmp_path, row, problem):
         open_(f"epic:{tmp_path}")
 
 
+EPIC_TEST_HEADER = "narration_id,participant_id,video_id,start_timestamp,stop_timestamp,start_frame,stop_frame"
+
+
+def test_epic_unlabelled_test_segments_are_checked_and_counted(epic, tmp_path):
+    for name in ("EPIC_100_train.csv", "EPIC_100_validation.csv", "EPIC_100_verb_classes.csv"):
+        (tmp_path / name).write_text((epic / name).read_text())
+    (tmp_path / "P02" / "rgb_frames").mkdir(parents=True)
+    (tmp_path / "P02" / "rgb_frames" / "P02_101").symlink_to(epic / "P02" / "rgb_frames" / "P02_101")
+    (tmp_path / "P01").symlink_to(epic / "P01")
+    assert "unlabelled_splits" not in open_(f"epic:{tmp_path}", max_skip_fraction=0.5).info
+    test = tmp_path / "EPIC_100_test_timestamps.csv"
+    test.write_text(f"{EPIC_TEST_HEADER}\nP01_11_0,P01,P01_11,00:00:00.00,00:00:01.00,1,51\n"
+                    "P01_11_1,P01,P01_11,00:00:01.00,00:00:02.00,51,101\n")
+    src = open_(f"epic:{tmp_path}", max_skip_fraction=0.5)
+    assert (src.info["unlabelled_splits"], src.info["test_segments"]) == (["test"], 2)
+    assert src.num_examples("train") == 3  # not trained on: no labels
+    test.write_text(f"{EPIC_TEST_HEADER}\nP01_11_0,P01,P01_11,00:00:00.00,00:00:01.00,51,51\n")
+    with pytest.raises(VivitError, match=r"EPIC_100_test_timestamps.csv:2: zero-length segment"):
+        open_(f"epic:{tmp_path}", max_skip_fraction=0.5)
+    test.write_text("narration_id,video_id,start_frame\n")
+    with pytest.raises(VivitError, match=r"EPIC_100_test_timestamps.csv: no column stop_frame"):
+        open_(f"epic:{tmp_path}", max_skip_fraction=0.5)
+
+
 def test_epic_missing_annotations(epic, tmp_path):
     with pytest.raises(VivitError, match=r"EPIC_100_train.csv: missing annotation file"):
         open_(f"epic:{tmp_path}")

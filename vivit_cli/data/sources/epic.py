@@ -4,6 +4,7 @@
     PATH/EPIC_100_verb_classes.csv, PATH/EPIC_100_noun_classes.csv    PATH/epic-kitchens-100-annotations/)
     PATH/<participant>/rgb_frames/<video_id>/frame_0000000001.jpg ...  the extracted frames, read when present
     PATH/<participant>/videos/<video_id>.MP4                           else the video (the download scripts' layout)
+    PATH/EPIC_100_test_timestamps.csv                                  optional: the challenge's unlabelled test
 
 An example is one action: stop_frame - start_frame frames of its video from start_frame, in the numbering from 1
 of rgb_frames (0-based frames [start_frame - 1, stop_frame - 1); the count Epic's own loaders use). Labels are
@@ -26,6 +27,10 @@ COLUMNS = ("uid", "narration_id", "participant_id", "video_id", "narration_times
            "all_nouns", "all_noun_classes")
 REQUIRED = ("narration_id", "video_id", "start_frame", "stop_frame", "verb_class", "noun_class")
 SPLITS = {"train": "EPIC_100_train.csv", "val": "EPIC_100_validation.csv"}
+# The challenge's test segments come without labels: checked and counted (`vivit data inspect`), not trained on or
+# scored, as Kinetics-400's unlabelled test.csv.
+TEST = "EPIC_100_test_timestamps.csv"
+TEST_REQUIRED = ("narration_id", "video_id", "start_frame", "stop_frame")
 HEADS = (("verb", "EPIC_100_verb_classes.csv", 97), ("noun", "EPIC_100_noun_classes.csv", 300))
 CLASS_COLUMNS = ("id", "key", "instances", "category")
 
@@ -63,6 +68,15 @@ def _media(root: Path, participant: str, video_id: str) -> str:
     return str(videos / f"{video_id}.MP4")
 
 
+def _segment(path: Path, lineno: int, row: dict) -> tuple[int, int]:
+    """start_frame, stop_frame of a row (numbered from 1), checked."""
+    start, stop = (number(path, lineno, row, c, int) for c in ("start_frame", "stop_frame"))
+    if start < 1:
+        raise VivitError(f"{path}:{lineno}: segment out of range (start_frame {start}; frames are numbered from 1)")
+    check_segment(f"{path}:{lineno}", start, stop, "frames")
+    return start, stop
+
+
 @register("epic")
 def open_epic(arg: str, ctx: OpenContext) -> Source:
     root = folder_arg("epic", arg)
@@ -74,10 +88,7 @@ def open_epic(arg: str, ctx: OpenContext) -> Source:
         path = ann_dir / filename
         for lineno, row in read_table(path, REQUIRED, COLUMNS):
             where = f"{path}:{lineno}"
-            start, stop = (number(path, lineno, row, c, int) for c in ("start_frame", "stop_frame"))
-            if start < 1:
-                raise VivitError(f"{where}: segment out of range (start_frame {start}; frames are numbered from 1)")
-            check_segment(where, start, stop, "frames")
+            start, stop = _segment(path, lineno, row)
             label = []
             for (head, _), size in zip(heads, sizes):
                 value = number(path, lineno, row, f"{head}_class", int)
@@ -88,6 +99,12 @@ def open_epic(arg: str, ctx: OpenContext) -> Source:
             participant = row.get("participant_id") or video_id.split("_")[0]
             items.append(Item(split, _media(root, participant, video_id), tuple(label), segment=(start - 1, stop - 1),
                               where=where))
+    test, unlabelled = ann_dir / TEST, {}
+    if test.is_file():
+        rows = read_table(test, TEST_REQUIRED, COLUMNS)
+        for lineno, row in rows:
+            _segment(test, lineno, row)
+        unlabelled = {"unlabelled_splits": ["test"], "test_segments": len(rows)}
     return video_source("epic", f"epic:{arg}", items, heads[0][1], ctx,
-                        {"annotations": str(ann_dir), "heads": {name: n for (name, _), n in zip(heads, sizes)}},
-                        heads=heads)
+                        {"annotations": str(ann_dir), "heads": {name: n for (name, _), n in zip(heads, sizes)},
+                         **unlabelled}, heads=heads)
