@@ -2,6 +2,9 @@
 
     vivit sweep benchmarks/probe_schedule_grid.py --seeds 3 -j 2 --set train.steps=150 --set train.warmup_steps=15 \\
         [--set train.image_steps=1200] --set data.eval_split=val -r /tmp/probe150
+
+Its tasks now carry their own schedules (sweep.grid.task_schedules, from this probe): to rerun a row as it was
+measured, pass `--set train.image_steps=S` too (S the row's image steps), so that both tasks take the --set's.
 """
 
 from vivit_cli.report import tables as T

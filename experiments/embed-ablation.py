@@ -2,7 +2,9 @@
 
 Model 1 (spatio-temporal attention) on the appearance task, which plays Kinetics 400. Every cell starts from an
 image ViT that the sweep first trains on the task's still frames (`vivit pretrain-image`, once, reused by all
-cells and by later sweeps; at paper scale the ImageNet-21k ViT you converted, on your Kinetics): the uniform-frame cell uses its 2-D patch kernel as is; the tubelet cells turn it into
+cells and by later sweeps; at paper scale the ImageNet-21k ViT you converted, on your Kinetics). At the CPU preset
+the appearance task trains 150 video steps from a 1,200-step ViT (sweep.grid.task_schedules, docs/training.md).
+The uniform-frame cell uses the ViT's 2-D patch kernel as is; the tubelet cells turn it into
 a 3-D kernel by random init, filter inflation or central-frame init (paper Sec. 3.2 and 3.4). Uniform frame
 sampling embeds frames / t evenly spaced frames, so both encodings give the transformer the same number of tokens.
 

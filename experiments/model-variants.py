@@ -4,7 +4,8 @@ The appearance task plays Kinetics 400 and the motion task Epic Kitchens (at `--
 of both: `--set appearance:data.source=kinetics:PATH --set motion:data.source=epic:PATH`, from
 `--set model.init_from=` an ImageNet-21k ViT converted with `vivit convert vit`). The average-pool baseline
 is the factorised encoder with no temporal transformer (L_t = 0): it averages the frame embeddings. As in the
-paper, every cell starts from an image ViT (the same one as embed-ablation's, trained once): model 2's spatial
+paper, every cell starts from an image ViT (trained once, shared with the other grids; at the CPU preset each task
+its own, with its own schedule: sweep.grid.task_schedules): model 2's spatial
 encoder and models 1, 3, 4's transformer come from it, model 2's temporal encoder starts fresh. Cells shared
 with other grids (model 2 = temporal-layers' L_t cell, model 3 = attention-order's space-then-time cell) are
 trained once.

@@ -661,3 +661,21 @@ def test_seeds_bad_input_and_the_dry_run_shows_the_group_command(tmp_path):
         assert a["commands"] == b["commands"]
         argv = a["commands"][0]
         assert argv[argv.index("--seeds") + 1] == "0,1" and argv[argv.index("--workdir") + 1].endswith("-s{seed}")
+
+
+def test_combined_grids_run_as_one_pool_sharing_their_vit_and_their_common_cell(tmp_path):
+    from vivit_cli.sweep import runner, store as st
+
+    ea, mv = plan("embed-ablation", preset="smoke", seeds=2), plan("model-variants", preset="smoke", seeds=2)
+    both = cells.combine([ea, mv])
+    assert both.grid.name == "embed-ablation + model-variants" and [d.run_id for d in both.deps] == [ea.deps[0].run_id]
+    shared = {j.run_id for j in ea.cells} & {j.run_id for j in mv.cells}
+    assert len(shared) == 2  # model 1 on appearance = central-frame init, both seeds
+    backend = ScriptedBackend({})
+    res = runner.run(both, st.RunStore(tmp_path), backend, parallel=2, poll=0.01, live=False)
+    assert res.ok and len(res.done) == len(both.jobs) == 1 + 8 + 20 and backend.peak == 2
+    assert sorted(backend.started) == sorted(set(backend.started))  # nothing trained twice
+    assert len([r for launch in backend.launches for r in launch]) == 1 + 8 + 20 - len(shared)
+    for run_id in shared:  # trained in embed-ablation, shared into model-variants by the store
+        summary = json.loads((tmp_path / "model-variants" / run_id / "summary.json").read_text())
+        assert summary["status"] == "done"

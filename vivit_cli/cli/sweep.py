@@ -166,10 +166,17 @@ def sweep_command(
     if dry_run:
         _dry_run(plan, results, backend_name, opts, wandb, as_json)
         return
-    from vivit_cli.sweep import runner, store as st
+    run_plan(plan, results=results, backend_name=backend_name, opts=opts, parallel=parallel, wandb=wandb,
+             max_attempts=max_attempts, as_json=as_json)
+
+
+def run_plan(plan, *, results: str, backend_name: str = "local", opts=None, parallel: int = 1,
+             wandb: str | None = None, max_attempts: int = 3, as_json: bool = False) -> None:
+    """Runs a plan (one grid's, or `cells.combine`d grids') and says what became of it; exit 1 if a job failed."""
+    from vivit_cli.sweep import backends as be, runner, store as st
 
     st.check_writable(results)
-    backend = be.get(backend_name, opts)
+    backend = be.get(backend_name, opts or {})
     backend.check()
     result = runner.run(plan, st.RunStore(results, max_attempts=max_attempts), backend, parallel=parallel,
                         wandb=wandb)

@@ -78,6 +78,20 @@ class Plan:
         return self.deps + self.cells
 
 
+def combine(plans: list[Plan]) -> Plan:
+    """Several grids' plans as one, for one pool of processes: a dependency they share trains once, and a cell
+    they share (the same run id in two grid folders) trains in the first grid and is shared into the other by
+    the store (its lock makes the second wait). One pool keeps every process busy up to the last cell, where
+    grids run one after the other leave a core idle while one grid's last cell and the next grid's first
+    dependency run alone."""
+    first = plans[0]
+    deps = list({d.run_id: d for p in plans for d in p.deps}.values())
+    spec = dataclasses.replace(first.grid, name=" + ".join(p.grid.name for p in plans), table=None,
+                               doc="\n".join(p.grid.title for p in plans))
+    return Plan(grid=spec, preset=first.preset, seeds=first.seeds, deps=deps,
+                cells=[c for p in plans for c in p.cells])
+
+
 def render(value: Any) -> str:
     """A Python value as `--set` text that the config parses back to the same value."""
     if isinstance(value, bool):
