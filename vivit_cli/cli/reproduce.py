@@ -13,8 +13,6 @@ from typing import List, Optional
 
 import typer
 
-from vivit_cli.errors import VivitError
-
 from .common import PresetOption, SetOption
 from .report import report_command
 from .sweep import ResultsOption, parse_seed_count, run_plan
@@ -38,8 +36,6 @@ def reproduce_command(
     from vivit_cli.sweep import cells, grids
 
     seeds = parse_seed_count(seeds)  # before anything runs
-    if parallel < 1:
-        raise VivitError(f"--parallel {parallel}: must be at least 1")
     # Both grids as one pool (cells.combine): their cells, their two image ViTs and the cell they share.
     plan = cells.combine([cells.plan(grids.load(g), preset=preset, sets=sets, seeds=seeds) for g in GRIDS])
     failed = False

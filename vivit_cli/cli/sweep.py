@@ -152,8 +152,6 @@ def sweep_command(
         return
     if not grid:
         raise VivitError("missing GRID: name a grid (see `vivit sweep --list`) or a grid .py file")
-    if parallel < 1:
-        raise VivitError(f"--parallel {parallel}: must be at least 1")
     if max_attempts < 1:
         raise VivitError(f"--max-attempts {max_attempts}: must be at least 1")
     if wandb is not None:
@@ -174,6 +172,9 @@ def run_plan(plan, *, results: str, backend_name: str = "local", opts=None, para
              wandb: str | None = None, max_attempts: int = 3, as_json: bool = False) -> None:
     """Runs a plan (one grid's, or `cells.combine`d grids') and says what became of it; exit 1 if a job failed."""
     from vivit_cli.sweep import backends as be, runner, store as st
+
+    if parallel < 1:
+        raise VivitError(f"--parallel {parallel}: must be at least 1")
 
     st.check_writable(results)
     backend = be.get(backend_name, opts or {})
