@@ -7,7 +7,7 @@ import jax, jax.numpy as jnp
 sys.argv = [sys.argv[0]]
 from gpu_check import VIVIT_B, _hlo_facts
 from vivit_cli import config
-from vivit_cli.bench import core, peak
+from vivit_cli.bench import core
 from vivit_cli.models import attention
 q, k, v = (jax.random.normal(jax.random.key(i), (8, 3137, 12, 64), jnp.bfloat16) for i in range(3))
 ref = jax.nn.dot_product_attention(q, k, v, scale=1.0)

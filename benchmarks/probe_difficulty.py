@@ -26,7 +26,6 @@ VARIANTS = {
 
 def probe(task: str, variant: str, steps: int, batch: int, lr: float, extra: list[str]) -> dict:
     import jax
-    import jax.numpy as jnp
     import optax
 
     from vivit_cli import config, data

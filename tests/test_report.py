@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from vivit_cli.errors import VivitError
-from vivit_cli.report import aggregate, build, load_runs, render, report, tables
+from vivit_cli.report import aggregate, load_runs, render, report, tables
 from vivit_cli.report.tables import (APPEARANCE, MODEL_1, MODEL_2, MODEL_2_AVE_POOL, MODEL_3, MODEL_4, MOTION,
-                                     TUBELET_CENTRAL, TUBELET_INFLATION, TUBELET_RANDOM, UNIFORM_FRAME)
+                                     TUBELET_INFLATION, TUBELET_RANDOM, UNIFORM_FRAME)
 
 
 def write_run(root: Path, grid: str, run_id: str, *, row, column, seed, table=None, summary=None, evals=None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -196,3 +197,32 @@ def test_interrupt_stops_running_jobs_and_releases_their_locks(tmp_path):
     for job in p.jobs:
         with store.locked(job) as held:
             assert held is not None, job.run_id
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_child_started_from_a_worker_thread_dies_with_the_sweep(tmp_path):
+    # The TPU backend forks from its worker threads: the hook must work there (no import between fork and exec),
+    # and kill -9 of the sweep must still take its children down.
+    script = (
+        "import subprocess, sys, threading\n"
+        "from vivit_cli.sweep.backends.local import die_with_parent\n"
+        "def start():\n"
+        "    p = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent())\n"
+        "    print(p.pid, flush=True)\n"
+        "    p.wait()\n"
+        "threading.Thread(target=start).start()\n")
+    sweep = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(sweep.stdout.readline())
+    os.kill(sweep.pid, 9)
+    sweep.wait()
+    for _ in range(100):  # the kernel sends SIGTERM at once; a zombie reaped by init reads as gone
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split(") ")[1][0] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        pytest.fail("the child outlived the sweep that started it")

@@ -168,7 +168,7 @@ def resolve(cfg: Config) -> Config:
         classifier=m.classifier or ("gap" if variant in ("factorised_self_attention", "factorised_dot_product")
                                     else "token"))
     if m.embedding == "uniform_frame":
-        t, h, w = parse_tubelet(m.tubelet)
+        _, h, w = parse_tubelet(m.tubelet)
         m = dataclasses.replace(m, tubelet=f"1x{h}x{w}")
     cfg = cfg.replace(model=m)
     validate(cfg)

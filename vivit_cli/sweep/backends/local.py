@@ -7,6 +7,7 @@ the cell's lock, so a restarted sweep waits for it rather than starting a second
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -17,15 +18,25 @@ from vivit_cli.errors import VivitError
 from . import Backend, Launch
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: ask the kernel for SIGTERM when the parent dies."""
+@functools.cache
+def _prctl():
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the inherited lock still prevents a second writer
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:  # no glibc: the inherited lock still prevents a second writer
+        return None
+
+
+def die_with_parent():
+    """The `preexec_fn` that asks the kernel for SIGTERM when the sweep dies (PR_SET_PDEATHSIG), or None.
+
+    libc's prctl is looked up here, in the parent: between fork and exec the child then runs one C call and no
+    import, since the TPU backend forks from its worker threads and another thread may hold the import lock."""
+    prctl = _prctl()
+    return None if prctl is None else lambda: prctl(1, signal.SIGTERM)
 
 
 def vivit_command(python: str = sys.executable) -> list[str]:
@@ -51,7 +62,7 @@ class LocalBackend(Backend):
                 # Own session: a Ctrl-C at the terminal reaches only the sweep, which then sends SIGTERM (the
                 # trainer checkpoints on SIGTERM; on SIGINT it would just stop).
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                preexec_fn=die_with_parent())  # noqa: PLW1509 - one C call, looked up in the parent
 
     def poll(self, handle: subprocess.Popen) -> int | None:
         return handle.poll()

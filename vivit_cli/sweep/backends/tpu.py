@@ -25,7 +25,6 @@ import json
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 from vivit_cli.errors import VivitError
 
 from . import PREEMPTED, Backend, Launch
-from .local import _die_with_parent
+from .local import die_with_parent
 
 CODE_DIR = "vivit-cli"  # where the code lands in each worker's home
 PREEMPTED_STATES = ("SUSPENDING", "SUSPENDED", "FAILED", "DELETING")
@@ -178,7 +177,7 @@ class TpuBackend(Backend):
             log.write(f"$ {shlex.join(cmd)}\n".encode())
             log.flush()
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                              preexec_fn=die_with_parent())
 
     def _state(self, name: str, log) -> str | None:
         """The queued resource's state, or None when it does not exist."""
@@ -238,7 +237,7 @@ class TpuBackend(Backend):
             log.flush()
             job.ssh = subprocess.Popen(ssh, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                       preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                       preexec_fn=die_with_parent())  # noqa: PLW1509 - one C call, looked up in the parent
             rc, preempted = self._watch(job, log)
             if job.stopping:
                 return PREEMPTED
