@@ -19,24 +19,20 @@ from . import Backend, Launch
 
 
 @functools.cache
-def _prctl():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except OSError:  # no glibc: the inherited lock still prevents a second writer
-        return None
-
-
 def die_with_parent():
     """The `preexec_fn` that asks the kernel for SIGTERM when the sweep dies (PR_SET_PDEATHSIG), or None.
 
     libc's prctl is looked up here, in the parent: between fork and exec the child then runs one C call and no
     import, since the TPU backend forks from its worker threads and another thread may hold the import lock."""
-    prctl = _prctl()
-    return None if prctl is None else lambda: prctl(1, signal.SIGTERM)
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:  # no glibc: the inherited lock still prevents a second writer
+        return None
+    return lambda: prctl(1, signal.SIGTERM)
 
 
 def vivit_command(python: str = sys.executable) -> list[str]:
