@@ -40,3 +40,13 @@ def test_vs_pytorch_runs_both_sides_in_both_precisions(tmp_path):
         assert size["precision"] == precision and size["ours_devices"] == devices
         assert size["median"]["ours_clips_per_s"] > 0 and size["median"]["torch_clips_per_s"] > 0
         assert f"{precision} peak GFLOP/s" in r.stdout
+
+
+def test_bench_cli_times_the_commands_that_compute_nothing_and_sees_no_heavy_import(tmp_path):
+    r = subprocess.run([sys.executable, "benchmarks/bench_cli.py", "--rounds", "1", "--results", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| `vivit ")]
+    assert {row[0].strip() for row in rows} >= {"`vivit report`", "`vivit status`", "`vivit sweep --list`"}
+    for command, _tree, median, _max, heavy, codes in rows:
+        assert float(median) > 0 and heavy.strip() == "none" and codes.strip() == "0", (command, heavy, codes)

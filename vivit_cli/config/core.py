@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -18,6 +19,7 @@ from .schema import Config
 # key=value overrides
 
 
+@functools.cache  # the schema's classes never change; resolving their string annotations was half of `sweep --list`
 def _field_types(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

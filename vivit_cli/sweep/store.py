@@ -61,9 +61,11 @@ class CellState:
     def stale(self) -> str | None:
         """For a done run trained by model code that computes differently from this one, why its numbers may
         not match a rerun (run ids hash the config, not the code, so a sweep keeps such runs)."""
+        if self.state != DONE:  # before the import: `sweep --dry-run` over undone cells needs no numpy
+            return None
         from vivit_cli.models import NUMERICS_VERSION, numerics_label  # no JAX: beside the pure-Python FLOPs
 
-        if self.state != DONE or self.numerics == NUMERICS_VERSION:
+        if self.numerics == NUMERICS_VERSION:
             return None
         return f"older numerics version ({numerics_label(self.numerics)}, now {NUMERICS_VERSION})"
 
