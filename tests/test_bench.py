@@ -211,6 +211,7 @@ def test_best_peak_keeps_the_best_figure_per_key_and_never_a_lower_one(tmp_path,
         monkeypatch.setattr(peak, "_memo", {})
 
     monkeypatch.setattr(peak, "measure_peaks", fake_measure)
+    monkeypatch.setattr(peak, "REUSE_S", 0.0)  # every new process measures (the reuse: the next test)
     figures = iter([1e11, 2e11, 5e10, 7e10, 3e10, 4e10, 9e10])
     new_process()
     first = peak.best_peak("float32", n=64, cache_dir=tmp_path)
@@ -235,3 +236,30 @@ def test_best_peak_keeps_the_best_figure_per_key_and_never_a_lower_one(tmp_path,
     new_process()
     monkeypatch.setattr(peak, "measure_peaks", lambda **kw: {"float32": 1e9})
     assert peak.best_peak("float32", n=64, cache_dir=tmp_path, max_age_s=0)["flops_per_s"] == 1e9
+
+
+def test_best_peak_is_not_measured_again_within_the_reuse_window(tmp_path, monkeypatch):
+    measured = []
+
+    def fake_measure(*, n, repeats, dtypes, device):
+        measured.append(next(figures))
+        return {dtypes[0]: measured[-1]}
+
+    figures = iter([1e11, 5e10, 3e11])
+    monkeypatch.setattr(peak, "measure_peaks", fake_measure)
+    monkeypatch.setattr(peak, "_memo", {})
+    assert peak.best_peak("float32", n=64, cache_dir=tmp_path)["source"] == "measured by this process"
+    # A second process within the window takes the kept figure and measures nothing.
+    monkeypatch.setattr(peak, "_memo", {})
+    reused = peak.best_peak("float32", n=64, cache_dir=tmp_path)
+    assert (reused["flops_per_s"], reused["measured_flops_per_s"], len(measured)) == (1e11, None, 1)
+    assert "not measured by this run (at most every 10 min)" in reused["source"]
+    # Past the window it measures again: a lower figure keeps the best but counts as a check of the machine ...
+    monkeypatch.setattr(peak, "_memo", {})
+    low = peak.best_peak("float32", n=64, cache_dir=tmp_path, reuse_s=0)
+    assert (low["flops_per_s"], low["measured_flops_per_s"]) == (1e11, 5e10)
+    monkeypatch.setattr(peak, "_memo", {})
+    assert peak.best_peak("float32", n=64, cache_dir=tmp_path)["measured_flops_per_s"] is None and len(measured) == 2
+    # ... and a machine that sped up is seen at the next check.
+    monkeypatch.setattr(peak, "_memo", {})
+    assert peak.best_peak("float32", n=64, cache_dir=tmp_path, reuse_s=0)["flops_per_s"] == 3e11

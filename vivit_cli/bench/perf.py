@@ -58,6 +58,7 @@ def train_perf(cfg, num_classes: int, times) -> dict[str, Any]:
     when = datetime.datetime.fromtimestamp(p["measured_at"], datetime.timezone.utc).isoformat(timespec="seconds")
     total = core.devices_peak(p["flops_per_s"], devices)
     out.update(peak_flops=total, peak_flops_source=f"{p['source']}, {when}",
-               peak_flops_this_run=core.devices_peak(p["measured_flops_per_s"], devices),
+               peak_flops_this_run=None if p["measured_flops_per_s"] is None else
+               core.devices_peak(p["measured_flops_per_s"], devices),
                mfu=core.mfu(clips, train_flops, total))
     return out
