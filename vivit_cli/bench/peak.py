@@ -125,21 +125,19 @@ def best_peak(dtype: str = "float32", *, device=None, n: int | None = None, repe
     fresh = (isinstance(kept, dict) and kept.get("key") == key and isinstance(kept.get("flops_per_s"), float)
              and kept["flops_per_s"] > 0 and 0 <= now - float(kept.get("measured_at", -1)) <= max_age_s)
     checked = float(kept.get("checked_at", kept.get("measured_at", -1))) if fresh else -1.0
-    if digest not in _memo and fresh and 0 <= now - checked <= reuse_s:
-        return {"flops_per_s": kept["flops_per_s"], "measured_flops_per_s": None, "measured_at": kept["measured_at"],
-                "source": f"best kept for this machine, not measured by this run (at most every {reuse_s / 60:g} min)"}
-    if digest not in _memo:
+    reuse = digest not in _memo and fresh and 0 <= now - checked <= reuse_s
+    if not reuse and digest not in _memo:
         _memo[digest] = {"flops_per_s": float(measure_peaks(n=n, repeats=repeats, dtypes=(dtype,),
                                                             device=device)[dtype]), "measured_at": time.time()}
-    own = _memo[digest]
-    best = kept if fresh and kept["flops_per_s"] > own["flops_per_s"] else own
-    try:  # the best figure, and when the machine was last measured
-        atomic_write_json(path, {"key": key, "flops_per_s": best["flops_per_s"], "measured_at": best["measured_at"],
-                                 "checked_at": own["measured_at"]})
-    except OSError:
-        pass  # an unwritable cache only forgoes the best-of-the-day figure
-    if best is kept:
-        return {"flops_per_s": kept["flops_per_s"], "measured_flops_per_s": own["flops_per_s"],
-                "measured_at": kept["measured_at"], "source": "best kept for this machine"}
-    return {"flops_per_s": own["flops_per_s"], "measured_flops_per_s": own["flops_per_s"],
-            "measured_at": own["measured_at"], "source": "measured by this process"}
+    own = None if reuse else _memo[digest]
+    best = kept if fresh and (own is None or kept["flops_per_s"] > own["flops_per_s"]) else own
+    if own is not None:
+        try:  # the best figure, and when the machine was last measured
+            atomic_write_json(path, {"key": key, "flops_per_s": best["flops_per_s"],
+                                     "measured_at": best["measured_at"], "checked_at": own["measured_at"]})
+        except OSError:
+            pass  # an unwritable cache only forgoes the best-of-the-day figure
+    source = (f"best kept for this machine, not measured by this run (at most every {reuse_s / 60:g} min)" if reuse
+              else "best kept for this machine" if best is kept else "measured by this process")
+    return {"flops_per_s": best["flops_per_s"], "measured_flops_per_s": None if own is None else own["flops_per_s"],
+            "measured_at": best["measured_at"], "source": source}
