@@ -15,6 +15,16 @@ from vivit_cli.runtime.cpu import apply_xla_defaults  # noqa: E402
 apply_xla_defaults()
 
 
+_CACHE_ENV = os.environ.get("VIVIT_CACHE")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache_env_restored():
+    # Later tests' subprocesses inherit os.environ: a cache path left set would send them all to a cold cache.
+    yield
+    assert os.environ.get("VIVIT_CACHE") == _CACHE_ENV, "a test module left VIVIT_CACHE changed"
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
     """Runs `vivit ARGS...` in a fresh interpreter, as a user would."""
     full_env = {**os.environ, **(env or {})}
@@ -25,3 +35,4 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd=None)
 @pytest.fixture
 def cli():
     return run_cli
+

@@ -73,10 +73,13 @@ def _open(spec, cfg=None):
 
 @pytest.fixture(scope="module")
 def prepared(video_root, tmp_path_factory):
-    os.environ.setdefault("VIVIT_CACHE", str(tmp_path_factory.getbasetemp() / "vivit-cache"))
-    out = tmp_path_factory.mktemp("rec") / "records"
-    src = _open(f"folder:{video_root}")
-    manifest = prepare(src, out, short_side=37, clips_per_shard=2, workers=1, progress=False)
+    # Set for the preparation only (a module fixture is made before the per-test one above): a bare os.environ
+    # write here once sent every later test of the session to this empty cache, compiling and generating cold.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VIVIT_CACHE", str(tmp_path_factory.getbasetemp() / "vivit-cache"))
+        out = tmp_path_factory.mktemp("rec") / "records"
+        src = _open(f"folder:{video_root}")
+        manifest = prepare(src, out, short_side=37, clips_per_shard=2, workers=1, progress=False)
     return src, out, manifest
 
 
