@@ -97,6 +97,39 @@ def test_cache_is_reused(tmp_path, monkeypatch):
     assert not list(vpath.parent.glob(".*.tmp"))
 
 
+
+# Two processes that miss the cache together: the second waits on the folder's lock and reads the first one's
+# files. The patched generate records each call and sleeps, so that without the lock both would generate.
+_LOAD_TWICE = """
+import sys, time
+from vivit_cli.data import embedded
+embedded.SPLIT_SIZES = {"train": 16, "val": 8, "test": 8}
+real = embedded.generate
+def generate(*a, **k):
+    with open(sys.argv[1], "a") as f:
+        f.write("generated\\n")
+    time.sleep(1.0)
+    return real(*a, **k)
+embedded.generate = generate
+videos, labels = embedded.load("motion", "val", seed=3)
+print(int(videos.astype("int64").sum()), labels.tolist())
+"""
+
+
+def test_concurrent_misses_generate_a_split_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "VIVIT_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", _LOAD_TWICE, str(log)], stdout=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1] and outs[0].strip()
+    assert log.read_text().splitlines() == ["generated"]
+
 # The first chunk of each split as the tables' runs read it (sha256 of the clips' and labels' bytes). A change here
 # changes every table: a new split goes at the end of SPLIT_SIZES, a new generator bumps embedded.VERSION.
 FIRST_CHUNKS = {("appearance", "train"): "d27e27dec96ebef2", ("appearance", "val"): "bd97e007c0a3b628",

@@ -9,12 +9,14 @@ tf.io.gfile where TensorFlow is installed); local paths stay pathlib, so command
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 from vivit_cli.errors import VivitError
 
@@ -38,6 +40,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         except FileNotFoundError:
             pass
         raise
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """An exclusive flock on a local folder itself (no lock file is left behind), released on exit, and by the
+    kernel if the holder dies: a killed writer never leaves the folder locked."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases its flock
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

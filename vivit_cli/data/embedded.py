@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vivit_cli.io import folder_lock
+
 from .cache import atomic_save_npy, cache_dir
 from .glyphs import GLYPH_NAMES, render_sprites
 
@@ -215,17 +217,27 @@ def cached_paths(task: str, split: str, seed: int, geometry: Geometry) -> tuple[
 
 
 def load(task: str, split: str, *, seed: int = 0, geometry: Geometry = Geometry()) -> tuple[np.ndarray, np.ndarray]:
-    """The cached split (memory-mapped, so concurrent runs share the page cache), generating it once."""
+    """The cached split (memory-mapped, so concurrent runs share the page cache), generating it once: runs that
+    miss it together (a sweep's first cells, test workers) wait on the folder's lock for the first one's files
+    instead of each generating the same clips."""
     vpath, lpath = cached_paths(task, split, seed, geometry)
+    if (found := _cached(vpath, lpath, split)) is not None:
+        return found
+    vpath.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(vpath.parent):
+        if (found := _cached(vpath, lpath, split)) is not None:
+            return found
+        videos, labels = generate(task, split, seed=seed, geometry=geometry)
+        # Labels last: a reader that finds the labels file finds the videos file complete too.
+        atomic_save_npy(vpath, videos)
+        atomic_save_npy(lpath, labels)
+    return np.load(vpath, mmap_mode="r", allow_pickle=False), labels
+
+
+def _cached(vpath: Path, lpath: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         videos, labels = np.load(vpath, mmap_mode="r", allow_pickle=False), np.load(lpath, allow_pickle=False)
-        # The size is not in the file name: a split that grew (test: 500 clips before 2026-12-01) is made again.
-        if len(videos) == len(labels) == SPLIT_SIZES[split]:
-            return videos, labels
     except (FileNotFoundError, ValueError, OSError):
-        pass
-    videos, labels = generate(task, split, seed=seed, geometry=geometry)
-    # Labels last: a reader that finds the labels file finds the videos file complete too.
-    atomic_save_npy(vpath, videos)
-    atomic_save_npy(lpath, labels)
-    return np.load(vpath, mmap_mode="r", allow_pickle=False), labels
+        return None
+    # The size is not in the file name: a split that grew (test: 500 clips before 2026-12-01) is made again.
+    return (videos, labels) if len(videos) == len(labels) == SPLIT_SIZES[split] else None

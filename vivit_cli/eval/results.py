@@ -19,7 +19,6 @@ follow.
 from __future__ import annotations
 
 import datetime
-import fcntl
 import hashlib
 import io
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vivit_cli.errors import VivitError
-from vivit_cli.io import as_path, atomic_write_bytes, atomic_write_json, is_remote, read_json, write_json
+from vivit_cli.io import as_path, atomic_write_bytes, atomic_write_json, folder_lock, is_remote, read_json, write_json
 
 EVAL_FILE = "eval.json"
 PREDICTIONS_DIR = "predictions"
@@ -62,16 +61,11 @@ def merge_eval_json(home, key: str, value: dict):
         write_json(path, (current if isinstance(current, dict) else {}) | {key: value})
         return path
     path = Path(home) / EVAL_FILE
-    fd = os.open(home, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with folder_lock(home):
         current = read_json(path)
         data = current if isinstance(current, dict) else {}
         data[key] = value
         atomic_write_json(path, data)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
     return path
 
 
