@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,10 +121,6 @@ print(int(videos.astype("int64").sum()), labels.tolist())
 
 
 def test_concurrent_misses_generate_a_split_once(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     log = tmp_path / "calls.log"
     env = {**os.environ, "VIVIT_CACHE": str(tmp_path / "cache")}
     procs = [subprocess.Popen([sys.executable, "-c", _LOAD_TWICE, str(log)], stdout=subprocess.PIPE, text=True,
@@ -488,10 +488,6 @@ def test_equalize_spreads_a_low_contrast_clip_monotonically():
 @pytest.mark.slow
 def test_profile_run_accounts_for_the_wall_time(tmp_path):
     """benchmarks/profile_run.py end to end (smoke preset): every phase is timed and the rows add up to the wall."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     out = tmp_path / "profile.json"
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "benchmarks/profile_run.py", "--preset", "smoke", "--rounds", "1",
