@@ -29,7 +29,9 @@ def test_gpu_check_smoke_writes_its_report(tmp_path):
 
 @pytest.mark.slow
 def test_vs_pytorch_runs_both_sides_in_both_precisions(tmp_path):
-    for precision, devices in (("float32", 1), ("bfloat16", 1), ("float32", 2)):
+    # Each precision once and each device count once: a third case (float32 on one device) only repeated paths
+    # these two take, at 17 s of the suite.
+    for precision, devices in (("bfloat16", 1), ("float32", 2)):
         out = tmp_path / f"{precision}_{devices}.json"
         r = subprocess.run([sys.executable, "benchmarks/vs_pytorch.py", "--sizes", "tiny", "--rounds", "1",
                             "--block-seconds", "0.2", "--no-vivit-b", "--no-write", "--precision", precision,
