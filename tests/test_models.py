@@ -312,11 +312,12 @@ def test_padded_attention_equals_unpadded_forward_and_backward(n):
     # Checked through XLA's implementation, which honours the same sequence-length mask.
     keys = jax.random.split(jax.random.key(0), 3)
     q, k, v = (jax.random.normal(kk, (2, n, 2, 8), jnp.float32) for kk in keys)
-    plain = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=1.0)  # noqa: E731
-    padded = lambda q, k, v: A.padded_attention(q, k, v, implementation=None)  # noqa: E731
+    # Jitted: op by op (each primitive compiled for its shape) the three cases took 51.8 s, jitted 17.5 s (2026-12-03).
+    plain = jax.jit(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=1.0))
+    padded = jax.jit(lambda q, k, v: A.padded_attention(q, k, v, implementation=None))
     np.testing.assert_allclose(padded(q, k, v), plain(q, k, v), atol=2e-6)
     w = jax.random.normal(jax.random.key(1), (2, n, 2, 8))
-    grads = [jax.grad(lambda *a: jnp.sum(f(*a) * w), argnums=(0, 1, 2))(q, k, v) for f in (plain, padded)]
+    grads = [jax.jit(jax.grad(lambda *a: jnp.sum(f(*a) * w), argnums=(0, 1, 2)))(q, k, v) for f in (plain, padded)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(b, a, atol=2e-5)
 
