@@ -380,3 +380,83 @@ def test_a_clip_that_fails_while_preparing_is_listed_not_fatal(tmp_path, capsys)
         sources.open_source(f"records:{out}", frames=4, stride=2, crop=32)
     rec = sources.open_source(f"records:{out}", frames=4, stride=2, crop=32, max_skip_fraction=0.5)
     assert list(rec.split("train").source_index) == [0, 2] and list(rec.split("train").labels) == [0, 0]
+
+
+# ---- data.crop_on_device: the host sends uint8 windows, the compiled step crops ------------------------------
+# Tolerance, in [-1, 1] units: the step computes the sampling positions in window coordinates (top - first row)
+# and sums the two taps as a product, where the host adds a + (b - a) * w; at positions near 250 a float32 ulp
+# is 1.5e-5 pixels, so pixels on a steep edge move by up to about 1e-4 (measured: 1.2e-4 at 224 crops). 5e-4 is
+# 0.06 of a grey level: any wrong tap, row or flip moves pixels by whole levels.
+DEVICE_TOL = 5e-4
+
+
+@pytest.mark.parametrize("crop,scale_min,scale_max,h,w", [
+    (224, 0.9, 1.33, 256, 455), (224, 0.9, 1.33, 341, 256), (32, 0.9, 1.33, 37, 37),
+    (32, 0.5, 2.0, 37, 60), (224, 0.5, 1.0, 256, 455), (16, 1.0, 1.0, 18, 30)])
+def test_device_crop_matches_the_host_crop(crop, scale_min, scale_max, h, w):
+    import jax
+
+    from vivit_cli.data import transforms as T
+    from vivit_cli.train.device_crop import crop_batch
+
+    spec = T.ClipSpec(frames=2, stride=1, crop=crop, scale_min=scale_min, scale_max=scale_max, flip=True,
+                      on_device=True)
+    frames = np.random.default_rng(h * w).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+    windows, geometry, host = [], [], []
+    for i in range(24):  # the same draws both ways: crop box, then flip
+        cut = T.train_window(frames, np.random.default_rng(i), spec)
+        assert cut is not None and cut[0].shape == (2, T.device_canvas(spec), T.device_canvas(spec), 3)
+        windows.append(cut[0])
+        geometry.append(cut[1])
+        host.append(T.train_clip(frames, np.random.default_rng(i), spec))
+    assert {g[6] for g in geometry} == {0.0, 1.0}  # both flips were drawn
+    out = np.asarray(jax.jit(crop_batch, static_argnums=2)(np.stack(windows), np.stack(geometry), crop))
+    assert out.shape == (24, 2, crop, crop, 3)
+    assert np.abs(out - np.stack(host)).max() <= DEVICE_TOL
+
+
+def test_device_crop_batches_are_the_host_batches_windowed(prepared):
+    import jax
+
+    from vivit_cli.train.device_crop import crop_batch
+
+    _, out, _ = prepared
+    host = pipeline.train_iterator(_cfg(f"records:{out}"), batch_size=2, seed=3)
+    dev = pipeline.train_iterator(_cfg(f"records:{out}", **{"data.crop_on_device": True}), batch_size=2, seed=3)
+    crop = jax.jit(crop_batch, static_argnums=2)
+    for _ in range(4):
+        x, y = next(host), next(dev)
+        assert set(y) == {"window", "geometry", "label"} and y["window"].dtype == np.uint8
+        assert np.array_equal(x["label"], y["label"])
+        assert np.abs(np.asarray(crop(y["window"], y["geometry"], 32)) - x["video"]).max() <= DEVICE_TOL
+    assert host.get_state() == dev.get_state()
+
+
+def test_device_crop_refuses_frames_above_the_short_side_and_colour_augmentation(video_root):
+    # Decoders and records give frames at the short side; in-memory clips (as TFDS gives them) need not.
+    from vivit_cli.data.sources.base import ArraySplit
+
+    split = ArraySplit("train", np.zeros(2, np.int32), videos=np.zeros((2, 4, 64, 96, 3), np.uint8))
+    spec = pipeline.clip_spec(_cfg(f"folder:{video_root}", **{"data.crop_on_device": True, "data.crop": 16}))
+    with pytest.raises(VivitError, match=r"train\[1\]: frames of 64x96 .* window of 21 .* short side 18"):
+        pipeline.TrainMap(split, spec, 0.0)(1, np.random.default_rng(0))
+    with pytest.raises(VivitError, match="data.crop_on_device=true .* data.color_jitter=0"):
+        _cfg(f"records:{video_root}", **{"data.crop_on_device": True, "data.color_jitter": 0.5})
+
+
+@pytest.mark.slow
+def test_training_from_records_crops_on_device_as_on_the_host(prepared, tmp_path):
+    from vivit_cli import train
+
+    _, out, _ = prepared
+    fast = {"model.hidden": 32, "model.layers": 1, "model.heads": 2, "model.mlp": 64, "model.tubelet": "2x8x8",
+            "train.batch_size": 2, "train.steps": 4, "train.warmup_steps": 1, "run.log_every": 1,
+            "data.eval_split": "val"}
+    curves = {}
+    for on in (False, True):
+        cfg = _cfg(f"records:{out}", **fast, **{"data.crop_on_device": on})
+        summary = train.run(cfg, tmp_path / str(on))
+        assert summary["status"] == "done"
+        rows = [json.loads(line) for line in (tmp_path / str(on) / "metrics.jsonl").read_text().splitlines()]
+        curves[on] = [r["loss"] for r in rows if "loss" in r]
+    assert len(curves[True]) == 4 and np.allclose(curves[True], curves[False], rtol=1e-4)

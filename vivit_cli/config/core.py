@@ -216,6 +216,10 @@ def validate(cfg: Config) -> None:
         raise VivitError(f"data.scale_min={d.scale_min}, data.scale_max={d.scale_max}: need 0 < min <= max")
     if d.eval_resize is not None and d.eval_resize < d.crop:
         raise VivitError(f"data.eval_resize={d.eval_resize}: the resized short side must be at least data.crop={d.crop}")
+    if d.crop_on_device and (d.color_jitter > 0 or d.randaugment_layers):
+        raise VivitError("data.crop_on_device=true crops, flips and scales in the compiled step, which has no colour "
+                         "jitter or RandAugment: set data.color_jitter=0 and data.randaugment_layers=0, or crop on "
+                         "the host")
     if d.num_classes is not None and d.num_classes <= 0:
         raise VivitError(f"data.num_classes={d.num_classes}: must be a positive integer")
     parse_views(d.eval_views, "data.eval_views")

@@ -21,7 +21,8 @@ def image_config(cfg):
     model = dataclasses.replace(cfg.model, variant="spatio_temporal", embedding="uniform_frame",
                                 tubelet=f"1x{ph}x{pw}", sampled_frames=0, init_from="none", classifier=readout,
                                 init="random")
-    data = dataclasses.replace(cfg.data, frames=1, stride=1, eval_views="1x1")
+    # Still images come cropped from host arrays (`data.still_images`), whatever the video config crops on.
+    data = dataclasses.replace(cfg.data, frames=1, stride=1, eval_views="1x1", crop_on_device=False)
     train = cfg.train
     if train.image_steps:
         n = train.image_steps

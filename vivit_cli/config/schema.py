@@ -91,6 +91,10 @@ class DataConfig:
     workers: int = 0  # grain worker processes; 0 = in-process
     max_skip_fraction: float = 0.01  # corrupt files skipped before the source counts as broken
     eval_views: str = "1x1"  # temporal x spatial views used by `vivit train`'s final eval
+    # The training crop's resize, flip and scaling inside the compiled step: the host sends each clip's uint8 window
+    # of the resized frames and its geometry (data/transforms.crop_window), and the accelerator interpolates.
+    # Frames must come at the short side (prepared records do); flip is the only augmentation it allows.
+    crop_on_device: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,5 +148,6 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "run
 UNHASHED_SECTIONS = ("run",)
 # Keys added after run stores existed, left out of the hash at these defaults so that the run ids stay: one head
 # (""), eval_resize None (a run trained before the crop geometry is then found, and flagged by its numerics), and
-# image_steps 0 (the image ViT trained for train.steps, as before the key).
-UNHASHED_DEFAULTS = (("data", "heads", ""), ("data", "eval_resize", None), ("train", "image_steps", 0))
+# image_steps 0 (the image ViT trained for train.steps, as before the key), and the host's crop.
+UNHASHED_DEFAULTS = (("data", "heads", ""), ("data", "eval_resize", None), ("train", "image_steps", 0),
+                     ("data", "crop_on_device", False))

@@ -29,7 +29,14 @@ def clip_spec(cfg, *, flip: bool | None = None, source: Source | None = None) ->
         flip = d.flip if d.flip is not None else not origin.startswith("embedded:motion")
     return T.ClipSpec(frames=d.frames, stride=d.stride, crop=d.crop, scale_min=d.scale_min, scale_max=d.scale_max,
                       flip=flip, color_jitter=d.color_jitter, randaugment_layers=d.randaugment_layers,
-                      randaugment_magnitude=d.randaugment_magnitude, resize=d.eval_resize)
+                      randaugment_magnitude=d.randaugment_magnitude, resize=d.eval_resize,
+                      on_device=d.crop_on_device)
+
+
+def train_batch_keys(cfg) -> tuple[str, ...]:
+    """What a train batch holds: the cropped clips, or with data.crop_on_device each clip's uint8 window and
+    geometry (`transforms.crop_window`), which the compiled step crops."""
+    return ("window", "geometry", "label") if cfg.data.crop_on_device else ("video", "label")
 
 
 def _mark_absl_parsed() -> None:
@@ -56,7 +63,8 @@ class _Skips:
 
 
 class TrainMap:
-    """index -> {"video": float32 [T, crop, crop, 3], "label": int32}, or _SKIP when the file is broken."""
+    """index -> {"video": float32 [T, crop, crop, 3], "label": int32}, or _SKIP when the file is broken. With
+    `spec.on_device`, {"window": uint8 [T, canvas, canvas, 3], "geometry": float32 [7], "label"} instead."""
 
     def __init__(self, split: Split, spec: T.ClipSpec, max_skip_fraction: float):
         self.split, self.spec, self.skips = split, spec, _Skips(split, max_skip_fraction)
@@ -70,7 +78,18 @@ class TrainMap:
         except DecodeError as e:
             self.skips.record(index, str(e))
             return _SKIP
+        if self.spec.on_device:
+            return self._window(index, frames, rng) | {"label": np.asarray(label, np.int32)}
         return {"video": T.train_clip(frames, rng, self.spec), "label": np.asarray(label, np.int32)}
+
+    def _window(self, index: int, frames: np.ndarray, rng: np.random.Generator) -> dict:
+        cut = T.train_window(frames, rng, self.spec)
+        if cut is None:
+            raise VivitError(f"{self.split.where(index)}: frames of {frames.shape[1]}x{frames.shape[2]} are larger "
+                             f"than data.crop_on_device's window of {T.device_canvas(self.spec)} pixels allows: it "
+                             f"needs frames at the short side {self.spec.short_side} (`vivit data prepare` stores "
+                             "them so), or data.crop_on_device=false")
+        return {"window": cut[0], "geometry": cut[1]}
 
 
 class BatchTrainMap:
@@ -193,7 +212,8 @@ def train_iterator(cfg, *, batch_size: int, shard_index: int = 0, shard_count: i
         raise VivitError(f"{src.spec}: split {split.name} has {len(split)} clips, fewer than one global batch "
                          f"({shard_count} x {batch_size})")
     order = GlobalOrder(len(split), seed, batch_size, shard_index, shard_count)
-    if isinstance(split, ArraySplit) and split.segments is None and cfg.data.workers == 0:
+    if isinstance(split, ArraySplit) and split.segments is None and cfg.data.workers == 0 \
+            and not cfg.data.crop_on_device:
         ds = grain.MapDataset.source(order).batch(batch_size, drop_remainder=True)
         ds = ds.map(BatchTrainMap(split, clip_spec(cfg, source=src), seed + 1))
         return TrainIterator(ds.to_iter_dataset(read_options=_read_options(split)), clips_per_element=batch_size)

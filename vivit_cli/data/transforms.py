@@ -15,6 +15,7 @@ Output pixels are float32 in [-1, 1].
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ class ClipSpec:
     randaugment_layers: int = 0
     randaugment_magnitude: int = 15
     resize: int | None = None  # short side before crops; None: default_resize(crop)
+    on_device: bool = False  # the train crop's interpolation runs in the compiled step (`train_window`)
 
     @property
     def span(self) -> int:
@@ -369,6 +371,45 @@ def train_clip(frames: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> 
     box = crop_box(frames.shape[1], frames.shape[2], rng, spec)
     flip = bool(spec.flip and rng.uniform() < 0.5)
     return crop_resize(frames, *box, spec.crop, spec.crop, flip=flip, unit_range=True)
+
+
+def device_canvas(spec: ClipSpec) -> int:
+    """The side of the square uint8 window `crop_window` sends: the most rows or columns a training crop's
+    interpolation reads in frames already at the short side. A jittered side of n >= short side pixels spans at
+    most crop * n / int(scale_min * n) <= crop / (scale_min - 1 / short) of them (plus two taps); a side squeezed
+    whole (shorter than the crop once jittered) is under (crop + 1) / scale_min pixels long."""
+    s, c, lo = spec.short_side, spec.crop, spec.scale_min
+    if _jittered(s, lo) >= c:
+        return math.ceil(c / (lo - 1 / s)) + 2
+    return math.ceil((c + 1) / lo) + 2
+
+
+def crop_window(frames: np.ndarray, box: tuple[float, float, float, float], out: int, canvas: int,
+                flip: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pixels `crop_resize(frames, *box, out, out)` interpolates from, as a uint8 [T, canvas, canvas, C] window
+    (zero beyond them), and the float32 geometry the compiled step needs to interpolate the same taps:
+    (top, left) relative to the window, (size_h, size_w), the last row and column of the frame relative to the
+    window (where `_axis_weights` clips), and the flip. None when the window does not fit the canvas (frames
+    larger than the short side)."""
+    t, h, w, c = frames.shape
+    r0, r1, _ = _axis_weights(h, box[0], box[2], out)
+    c0, c1, _ = _axis_weights(w, box[1], box[3], out)
+    rlo, rhi, clo, chi = int(r0.min()), int(r1.max()) + 1, int(c0.min()), int(c1.max()) + 1
+    if rhi - rlo > canvas or chi - clo > canvas:
+        return None
+    window = np.zeros((t, canvas, canvas, c), np.uint8)
+    window[:, :rhi - rlo, :chi - clo] = frames[:, rlo:rhi, clo:chi]
+    geometry = np.array([box[0] - rlo, box[1] - clo, box[2], box[3], h - 1 - rlo, w - 1 - clo, float(flip)],
+                        np.float32)
+    return window, geometry
+
+
+def train_window(frames: np.ndarray, rng: np.random.Generator, spec: ClipSpec):
+    """`train_clip`'s draws (crop box, then flip), but the pixels left to the compiled step: (window, geometry)
+    of `crop_window`, or None when the frames are larger than the short side needs."""
+    box = crop_box(frames.shape[1], frames.shape[2], rng, spec)
+    flip = bool(spec.flip and rng.uniform() < 0.5)
+    return crop_window(frames, box, spec.crop, device_canvas(spec), flip)
 
 
 def augment(clip: np.ndarray, rng: np.random.Generator, spec: ClipSpec) -> np.ndarray:

@@ -292,18 +292,20 @@ class Compiled:
     train: Any
     run_train: Callable
     eval: Callable
+    batch_keys: tuple[str, ...] = ("video", "label")
 
     def put_batch(self, local: list[dict]) -> dict:
         """Each seed's rows of this process's batch -> the global batch, split over the mesh's "data" axis
         (behind the seed axis of a group)."""
         from vivit_cli.runtime import mesh as mesh_lib
 
-        rows = self.seeds.stack_host([{"video": b["video"], "label": b["label"]} for b in local])
+        rows = self.seeds.stack_host([{k: b[k] for k in self.batch_keys} for b in local])
         return mesh_lib.global_batch(rows, self.seeds.sharding(self.batch_sharding))
 
 
 def compile_steps(cfg, k: int = 1) -> Compiled:
     from vivit_cli import models
+    from vivit_cli.data.pipeline import train_batch_keys
     from vivit_cli.runtime import cpu, mesh as mesh_lib
 
     from . import seeds as seeds_lib, state as state_lib, step as step_lib
@@ -317,15 +319,17 @@ def compile_steps(cfg, k: int = 1) -> Compiled:
     one = state_lib.build_state(cfg, nc, mesh)
     group = axis.group_state(one)
     tsh = axis.sharding(bsh)
+    keys = train_batch_keys(cfg)
     train = step_lib.compile_train_step(cfg, model, group.tx, group.schedule, nc, group.shardings,
-                                        {"video": tsh, "label": tsh}, repl, seeds=k)
+                                        dict.fromkeys(keys, tsh), repl, seeds=k)
     eval_step = step_lib.compile_eval_step(model, group.shardings["params"],
                                            {"video": bsh, "label": bsh, "index": bsh, "mask": bsh}, repl, seeds=k,
                                            heads=multi_heads(cfg))
     # Over several CPU devices, each launch waits for the last (XLA's CPU runtime can deadlock otherwise).
     return Compiled(mesh=mesh, local_batch=local_batch, batch_sharding=bsh, replicated=repl, seeds=axis, one=one,
                     state=group, stack=axis.stacker(one, group), take=axis.taker(one), train=train,
-                    run_train=cpu.one_launch_at_a_time(train), eval=cpu.one_launch_at_a_time(eval_step))
+                    run_train=cpu.one_launch_at_a_time(train), eval=cpu.one_launch_at_a_time(eval_step),
+                    batch_keys=keys)
 
 
 def multi_heads(cfg) -> tuple[int, ...]:

@@ -14,17 +14,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import losses
+from . import device_crop, losses
 
 
 def train_step(state, batch, base_rng, *, model, tx, schedule, num_classes: int, label_smoothing: float,
-               mixup_alpha: float, heads: tuple[int, ...] = ()):
+               mixup_alpha: float, heads: tuple[int, ...] = (), crop: int = 0):
     """One SGD step. state = {"step", "params", "opt_state"} (`train.state`); batch = {"video" [B,T,H,W,3],
     "label" [B]}, or with `heads` (two or more class counts, side by side in the logits) "label" [B, H]: the loss is
-    the mean of the heads' cross-entropies, and "accuracy" counts a clip right when every head is (the action)."""
+    the mean of the heads' cross-entropies, and "accuracy" counts a clip right when every head is (the action).
+    A batch of uint8 "window"s and their "geometry" (data.crop_on_device) is cropped here first, to `crop`."""
     rng = jax.random.fold_in(base_rng, state["step"])
     mix_rng, drop_rng = jax.random.split(rng)
-    video, labels = batch["video"], batch["label"]
+    labels = batch["label"]
+    video = batch["video"] if "video" in batch else device_crop.crop_batch(batch["window"], batch["geometry"], crop)
     if heads:
         targets = losses.multi_head_targets(labels, heads, label_smoothing)
     else:
@@ -120,7 +122,7 @@ def compile_train_step(cfg, model, tx, schedule, num_classes: int, state_shardin
 
     heads = config.head_sizes(cfg) if cfg.data.heads else ()
     fn = partial(train_step, model=model, tx=tx, schedule=schedule, num_classes=num_classes,
-                 label_smoothing=cfg.train.label_smoothing, mixup_alpha=cfg.train.mixup, heads=heads)
+                 label_smoothing=cfg.train.label_smoothing, mixup_alpha=cfg.train.mixup, heads=heads, crop=cfg.data.crop)
     if seeds > 1:
         fn = jax.vmap(fn)
     return jax.jit(fn, in_shardings=(state_shardings, batch_shardings, replicated),
