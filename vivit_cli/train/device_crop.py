@@ -1,12 +1,13 @@
 """The training crop inside the compiled step (data.crop_on_device): the host sends each clip's uint8 window of
 the resized frames and its geometry (`data.transforms.crop_window`), and the accelerator does the bilinear
 resize, the flip and the scaling to [-1, 1]. They were a third to a half of a prepared-records clip's host CPU
-(benchmarks/RESULTS.md, "Prepared records vs mp4 decoding"). As two products per frame they are about 5 GFLOP for
-a 32x224x224 clip from a 252-pixel window: 0.4% of ViViT-B model 1's training step (3 x 455 GFLOP), and on a
+(benchmarks/RESULTS.md, "Prepared records vs mp4 decoding"; moved here, 5.4-7.5x less host CPU per clip than mp4
+for 10 s clips). As two products per frame they are about 2.6 G multiply-accumulates for a 32x224x224 clip from a
+252-pixel window: 0.2% of ViViT-B model 1's training step (about 3 x 455 in the paper's convention), and on a
 CPU, where the products compete with the model for the same cores, not worth it (the default is off).
 
 The taps and weights are `transforms._axis_weights`', in window coordinates, applied as two products with
-one-hot weight rows, so that the pixels match the host's crop to float32 rounding (tests/test_device_crop.py).
+one-hot weight rows, so that the pixels match the host's crop to float32 rounding (tests/test_records.py).
 """
 
 from __future__ import annotations
