@@ -104,6 +104,26 @@ def test_bfloat16_uses_the_bf16_peak_and_forward_only_mode():
     assert r["attention"] == "bf16 products, f32 softmax (CPU bf16 mode)"
 
 
+def test_crop_on_device_times_the_step_on_uint8_windows():
+    """With data.crop_on_device the timed step is fed what the trainer feeds it: windows and geometry, no clips."""
+    import numpy as np
+
+    from vivit_cli.train import device_crop
+
+    cfg = config.build(TINY + ["data.crop_on_device=true"])
+    p = core.prepare(cfg, batch_size=2, num_classes=5)
+    w, g = np.asarray(p.data["window"]), np.asarray(p.data["geometry"])
+    assert w.dtype == np.uint8 and w.shape[:2] == (2, 4) and w.shape[2] > 16 and g.shape == (2, 7)
+    clips = np.asarray(device_crop.crop_batch(w, g, 16))  # the trainer's own draws: crops inside the window
+    assert clips.shape == (2, 4, 16, 16, 3) and -1 <= clips.min() < clips.max() <= 1 and clips.std() > 0.3
+    step = p.train_step()
+    assert set(p._train_data) == {"window", "geometry", "label"}
+    state, metrics = step(p.train_state())
+    assert np.isfinite(float(metrics["loss"]))
+    r = core.run(cfg, batch_size=2, num_classes=5, repeats=1, warmup=1, peaks=PEAKS, forward=False)
+    assert r["train_loss_finite"] and r["data"].endswith("uint8 windows cropped in the step")
+
+
 def test_attention_path_reports_a_cudnn_refusal(monkeypatch):
     from vivit_cli.models import attention
 

@@ -105,6 +105,7 @@ class Prepared:
     compile_seconds: float | None = None
     forward_compile_seconds: float | None = None
     _train: Any = None
+    _train_data: Any = None
     _forward: Any = None
     _rng: Any = None
     _state: Any = None
@@ -130,17 +131,20 @@ class Prepared:
         import jax
         import numpy as np
 
+        from vivit_cli.data import pipeline
         from vivit_cli.runtime import mesh as mesh_lib
         from vivit_cli.train import step as step_lib
 
         if self._train is None:
             repl, bsh = mesh_lib.replicated(self.mesh), mesh_lib.batch_sharding(self.mesh)
             ts = self.state()
+            keys = pipeline.train_batch_keys(self.cfg)
             fn = step_lib.compile_train_step(self.cfg, self.model, ts.tx, ts.schedule, self.num_classes, ts.shardings,
-                                             {"video": bsh, "label": bsh}, repl)
+                                             {k: bsh for k in keys}, repl)
             self._rng = mesh_lib.put_global(np.asarray(jax.random.PRNGKey(self.seed)), repl)
-            self._train, self.compile_seconds, _ = compile_timed(fn, self.train_state(), self.data, self._rng)
-        compiled, data, rng = cpu.one_launch_at_a_time(self._train), self.data, self._rng
+            self._train_data = {k: self.data[k] for k in keys}
+            self._train, self.compile_seconds, _ = compile_timed(fn, self.train_state(), self._train_data, self._rng)
+        compiled, data, rng = cpu.one_launch_at_a_time(self._train), self._train_data, self._rng
         return lambda state: compiled(state, data, rng)
 
     def forward(self):
@@ -178,12 +182,29 @@ def prepare(cfg, *, batch_size: int | None = None, num_classes: int | None = Non
     heads = config.head_sizes(cfg) if cfg.data.heads else ()  # a multi-head model's labels are [b, H]
     labels = (np.stack([rng.integers(0, n, local_batch) for n in heads], 1) if heads
               else rng.integers(0, nc, local_batch)).astype(np.int32)
+    host = {"video": video, "label": labels}
+    if cfg.data.crop_on_device:  # the train step then crops uint8 windows, as training with the key does
+        host.update(_windows(cfg, local_batch, rng))
     # On the devices before any timing starts: the figures are the model's, not the input pipeline's.
-    data = mesh_lib.global_batch({"video": video, "label": labels}, mesh_lib.batch_sharding(mesh))
+    data = mesh_lib.global_batch(host, mesh_lib.batch_sharding(mesh))
     param_sh = mesh_lib.tree_shardings(mesh, models.param_shapes(cfg, nc))
     params = jax.jit(lambda r: models.init_params(cfg, nc, r), out_shardings=param_sh)(jax.random.key(seed))
     return Prepared(cfg=cfg, batch=batch, num_classes=nc, model=models.build_model(cfg, nc), params=params,
                     data=data, mesh=mesh, param_shardings=param_sh, seed=seed)
+
+
+def _windows(cfg, n: int, rng) -> dict:
+    """n clips' uint8 windows and geometry (`data.crop_on_device`), cut by the trainer's own draws from random
+    4:3 frames at the short side."""
+    import numpy as np
+
+    from vivit_cli.data import pipeline, transforms
+
+    spec = pipeline.clip_spec(cfg, flip=True)
+    s = spec.short_side
+    frames = rng.integers(0, 256, (cfg.data.frames, s, s * 4 // 3, 3), dtype=np.uint8)
+    cuts = [transforms.train_window(frames, rng, spec) for _ in range(n)]
+    return {"window": np.stack([c[0] for c in cuts]), "geometry": np.stack([c[1] for c in cuts])}
 
 
 def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, train: bool = True,
@@ -226,7 +247,8 @@ def run(cfg, *, batch_size: int | None = None, num_classes: int | None = None, t
         "peak_flops": peak_flops, "peak_flops_dtype": dtype_key,
         "peak_flops_f32": devices_peak(float(peaks["float32"]), devices) if "float32" in peaks else None,
         "peak_flops_bf16": devices_peak(float(peaks["bfloat16"]), devices) if "bfloat16" in peaks else None,
-        "data": "synthetic, device-resident", "repeats": repeats,
+        "data": "synthetic, device-resident" + (", uint8 windows cropped in the step" if cfg.data.crop_on_device
+                                                 else ""), "repeats": repeats,
     }
 
     if forward:  # first: the train step donates (invalidates) a copy of the params, never `p.params` itself
