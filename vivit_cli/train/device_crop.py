@@ -3,8 +3,10 @@ the resized frames and its geometry (`data.transforms.crop_window`), and the acc
 resize, the flip and the scaling to [-1, 1]. They were a third to a half of a prepared-records clip's host CPU
 (benchmarks/RESULTS.md, "Prepared records vs mp4 decoding"; moved here, 5.4-7.5x less host CPU per clip than mp4
 for 10 s clips). As two products per frame they are about 2.6 G multiply-accumulates for a 32x224x224 clip from a
-252-pixel window: 0.2% of ViViT-B model 1's training step (about 3 x 455 in the paper's convention), and on a
-CPU, where the products compete with the model for the same cores, not worth it (the default is off).
+252-pixel window: 0.2% of ViViT-B model 1's training step (about 3 x 455 in the paper's convention). On this
+project's 2-core CPU at the CPU preset the step with it ran at 1.00 / 1.02 / 0.96x the step fed cropped clips
+(`vivit bench --mode train -b 32 --num-classes 8 --set data.crop_on_device=...`, 3 interleaved rounds,
+2026-12-03), and the host crop it saves is about 5% of that machine, so the default stays off there.
 
 The taps and weights are `transforms._axis_weights`', in window coordinates, applied as two products with
 one-hot weight rows, so that the pixels match the host's crop to float32 rounding (tests/test_records.py).
