@@ -42,17 +42,20 @@ def matmul(x, w, dtype: Dtype, matmul_dtype: Dtype | None, contract: int = 1):
 
 def dot_general_for(matmul_dtype: Dtype | None):
     """A Flax `dot_general` that routes its contraction (trailing axes of x with leading axes of the kernel, no
-    batch axes: every Dense here) through `matmul`; anything else goes to lax untouched."""
-    if matmul_dtype is None:
-        return jax.lax.dot_general
+    batch axes: every Dense here) through `matmul`, i.e. as one 2-D product; anything else goes to lax untouched.
+    In f32 too: on [B, N, D] inputs XLA's CPU backend otherwise transposes each MLP's [B, N, 4D] gradient to
+    form the kernel's (2.5 ms of a 120 ms tiny-preset step per block, benchmarks/RESULTS.md "Dense layers as
+    2-D products"), where the flattened product contracts the row axis in place."""
 
     def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
         (lc, rc), (lb, rb) = dimension_numbers
         c = len(lc)
-        if lb or rb or tuple(lc) != tuple(range(lhs.ndim - c, lhs.ndim)) or tuple(rc) != tuple(range(c)):
+        if (lb or rb or precision is not None or tuple(lc) != tuple(range(lhs.ndim - c, lhs.ndim))
+                or tuple(rc) != tuple(range(c))):
             return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                        preferred_element_type=preferred_element_type, **kw)
-        out = matmul(lhs, rhs, jnp.float32, matmul_dtype, contract=c)
+        dtype = jnp.float32 if matmul_dtype is not None else jnp.result_type(lhs, rhs)
+        out = matmul(lhs, rhs, dtype, matmul_dtype, contract=c)
         return out if preferred_element_type is None else out.astype(preferred_element_type)
 
     return dot_general
