@@ -54,8 +54,7 @@ def dot_general_for(matmul_dtype: Dtype | None):
                 or tuple(rc) != tuple(range(c))):
             return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                        preferred_element_type=preferred_element_type, **kw)
-        dtype = jnp.float32 if matmul_dtype is not None else jnp.result_type(lhs, rhs)
-        out = matmul(lhs, rhs, dtype, matmul_dtype, contract=c)
+        out = matmul(lhs, rhs, jnp.result_type(lhs, rhs), matmul_dtype, contract=c)  # the bf16 mode ignores dtype
         return out if preferred_element_type is None else out.astype(preferred_element_type)
 
     return dot_general
