@@ -443,3 +443,31 @@ def test_model3_temporal_init_rejects_unknown_values():
 
     with pytest.raises(VivitError, match="temporal_init"):
         config.build(["model.variant=factorised_self_attention", "model.temporal_init=random"])
+
+
+def test_projections_are_flax_dense_params_and_bias_gradients_are_the_row_sums():
+    """`layers.Dense` declares flax's Dense/DenseGeneral params (names, shapes, initial values), and
+    `add_bias`'s gradient for the bias (a ones-row product) is the plain sum over rows."""
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 4, 6))
+    key = jax.random.PRNGKey(1)
+    for ours, theirs, sample in (
+            (L.Dense(7, bias_init=nn.initializers.normal(1.0)), nn.Dense(7, bias_init=nn.initializers.normal(1.0)), x),
+            (L.Dense(3, contract=2, kernel_init=nn.initializers.xavier_uniform()),
+             nn.DenseGeneral(3, axis=(-2, -1), kernel_init=nn.initializers.xavier_uniform()), x)):
+        p, q = ours.init(key, sample)["params"], theirs.init(key, sample)["params"]
+        assert jax.tree.map(jnp.shape, p) == jax.tree.map(jnp.shape, q)
+        np.testing.assert_array_equal(p["kernel"], q["kernel"])
+        np.testing.assert_array_equal(p["bias"], q["bias"])
+        np.testing.assert_allclose(ours.apply({"params": p}, sample), theirs.apply({"params": q}, sample),
+                                   rtol=1e-5, atol=1e-5)
+    y, b = jax.random.normal(key, (40, 9)), jax.random.normal(key, (9,))
+    w = jax.random.normal(jax.random.PRNGKey(2), (40, 9))
+    loss = lambda f: lambda y, b: (w * jnp.tanh(f(y, b))).sum()  # noqa: E731
+    ours, plain = jax.grad(loss(L.add_bias), (0, 1))(y, b), jax.grad(loss(jnp.add), (0, 1))(y, b)
+    np.testing.assert_allclose(ours[0], plain[0], rtol=1e-6)
+    np.testing.assert_allclose(ours[1], plain[1], rtol=1e-5)
+    # and under vmap, as a seed group runs it
+    ours = jax.vmap(jax.grad(loss(L.add_bias), 1))(jnp.stack([y, 2 * y]), jnp.stack([b, b]))
+    np.testing.assert_allclose(ours[1], jax.grad(loss(jnp.add), 1)(2 * y, b), rtol=1e-5)

@@ -25,10 +25,13 @@ Dtype = Any
 LN_EPS = 1e-6  # the reference's LayerNorm epsilon; checkpoints are trained with it
 
 
-def matmul(x, w, dtype: Dtype, matmul_dtype: Dtype | None, contract: int = 1):
-    """x [..., K1..Kc] against w [K1..Kc, N1..] (c = `contract`): the contraction of every projection in the
-    model (Dense, the fused q/k/v, the output projection, the tubelet embedding). `matmul_dtype=bf16` is the CPU's
-    bf16 mode (runtime/cpu.py, section 3): bf16 operands, f32 accumulation and result."""
+def matmul(x, w, dtype: Dtype, matmul_dtype: Dtype | None, contract: int = 1, bias=None):
+    """x [..., K1..Kc] against w [K1..Kc, N1..] (c = `contract`), plus `bias` [N1..]: the contraction of every
+    projection in the model (Dense, the fused q/k/v, the tubelet embedding), as one 2-D product.
+    `matmul_dtype=bf16` is the CPU's bf16 mode (runtime/cpu.py, section 3): bf16 operands, f32 accumulation and
+    result. Flattened, because on [B, N, D] inputs XLA's CPU backend transposes each MLP's [B, N, 4D] gradient to
+    form the kernel's (2.5 ms of a 120 ms tiny-preset step per block, benchmarks/RESULTS.md "Dense layers as 2-D
+    products"), where the 2-D product contracts the row axis in place."""
     c = contract
     lead, k_shape, n_shape = x.shape[:x.ndim - c], w.shape[:c], w.shape[c:]
     k = math.prod(k_shape)
@@ -37,50 +40,73 @@ def matmul(x, w, dtype: Dtype, matmul_dtype: Dtype | None, contract: int = 1):
         y = jnp.dot(x2.astype(dtype), w2.astype(dtype))
     else:
         y = bf16_kernels().matmul(x2, w2)
+    if bias is not None:  # the bf16 mode keeps XLA's sum: its products are all bf16, and this one was not measured
+        y = (add_bias if matmul_dtype is None else jnp.add)(y, bias.reshape(-1).astype(y.dtype))
     return y.reshape(lead + n_shape)
 
 
-def dot_general_for(matmul_dtype: Dtype | None):
-    """A Flax `dot_general` that routes its contraction (trailing axes of x with leading axes of the kernel, no
-    batch axes: every Dense here) through `matmul`, i.e. as one 2-D product; anything else goes to lax untouched.
-    In f32 too: on [B, N, D] inputs XLA's CPU backend otherwise transposes each MLP's [B, N, 4D] gradient to
-    form the kernel's (2.5 ms of a 120 ms tiny-preset step per block, benchmarks/RESULTS.md "Dense layers as
-    2-D products"), where the flattened product contracts the row axis in place."""
+@jax.custom_vjp
+def add_bias(y, b):
+    """y [M, F] + b [F], whose gradient for b is the row of ones times the gradient: a product, where XLA's CPU
+    backend sums the rows of [M, F] by a tree of reduce-windows at a tenth of the matmul's speed (benchmarks/
+    RESULTS.md "Bias gradients as products"). The same sum on every backend."""
+    return y + b
 
-    def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
-        (lc, rc), (lb, rb) = dimension_numbers
-        c = len(lc)
-        if (lb or rb or precision is not None or tuple(lc) != tuple(range(lhs.ndim - c, lhs.ndim))
-                or tuple(rc) != tuple(range(c))):
-            return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                                       preferred_element_type=preferred_element_type, **kw)
-        out = matmul(lhs, rhs, jnp.result_type(lhs, rhs), matmul_dtype, contract=c)  # the bf16 mode ignores dtype
-        return out if preferred_element_type is None else out.astype(preferred_element_type)
 
-    return dot_general
+def _add_bias_fwd(y, b):
+    return y + b, None
+
+
+def _add_bias_bwd(_, g):
+    return g, jnp.dot(jnp.ones((1, g.shape[0]), g.dtype), g)[0]
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, name=name)
 
 
+def projection_params(module: nn.Module, in_shape: tuple[int, ...], features: tuple[int, ...],
+                      kernel_init=nn.initializers.lecun_normal(), bias_init=nn.initializers.zeros):
+    """`module`'s params as flax's DenseGeneral declares them: kernel [*in_shape, *features] and bias [*features],
+    f32, each initialiser seeing the flattened shape ([fan_in, fan_out] and [fan_out])."""
+    fan_in, fan_out = math.prod(in_shape), math.prod(features)
+    kernel = module.param("kernel", lambda key, shape: kernel_init(key, (fan_in, fan_out)).reshape(shape),
+                          tuple(in_shape) + tuple(features))
+    bias = module.param("bias", lambda key, shape: bias_init(key, (fan_out,)).reshape(shape), tuple(features))
+    return kernel, bias
+
+
+class Dense(nn.Module):
+    """flax's Dense (`contract=1`) or DenseGeneral over the last `contract` axes: the same params, names and
+    initialisation, applied by `matmul`."""
+
+    features: int | tuple[int, ...]
+    contract: int = 1
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros
+    dtype: Dtype = jnp.float32
+    matmul_dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+        kernel, bias = projection_params(self, x.shape[x.ndim - self.contract:], features, self.kernel_init,
+                                         self.bias_init)
+        return matmul(x, kernel, self.dtype, self.matmul_dtype, self.contract, bias).astype(self.dtype)
+
+
 class _ProjectionParams(nn.Module):
-    """The params of a `DenseGeneral(features)` over the last axis (kernel [D, *features], bias [*features]),
-    declared under the same name, shape and initialisation, but returned rather than applied, so that
+    """The params of a `DenseGeneral(features)` over the last axis, returned rather than applied, so that
     several projections can be fused into one matmul."""
 
     features: tuple[int, ...]
 
     @nn.compact
     def __call__(self, fan_in: int):
-        fan_out = math.prod(self.features)
-
-        def kernel_init(key, shape, dtype=jnp.float32):  # as DenseGeneral: the initialiser sees [fan_in, fan_out]
-            return nn.initializers.xavier_uniform()(key, (fan_in, fan_out), dtype).reshape(shape)
-
-        kernel = self.param("kernel", kernel_init, (fan_in,) + tuple(self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, tuple(self.features), jnp.float32)
-        return kernel, bias
+        return projection_params(self, (fan_in,), self.features, nn.initializers.xavier_uniform())
 
 
 class MultiHeadAttention(nn.Module):
@@ -113,20 +139,20 @@ class MultiHeadAttention(nn.Module):
         if self.first_query_only:  # keys and values from every token, the query from token 0 alone
             kernel = jnp.concatenate([kk, kv], axis=1)  # [D, 2H, dh]
             bias = jnp.concatenate([bk, bv], axis=0).astype(self.dtype)
-            kv_ = matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype) + bias  # [..., N, 2H, dh]
+            kv_ = matmul(x, kernel, self.dtype, self.matmul_dtype, bias=bias).astype(self.dtype)  # [..., N, 2H, dh]
             q = matmul(x[..., :1, :], kq * scale, self.dtype, self.matmul_dtype).astype(self.dtype)
-            out = self._attend(q + (bq * scale).astype(self.dtype), kv_[..., :h, :], kv_[..., h:, :], train)
+            k, v = jnp.split(kv_, 2, axis=-2)
+            out = self._attend(q + (bq * scale).astype(self.dtype), k, v, train)
         else:
             kernel = jnp.concatenate([kq * scale, kk, kv], axis=1)  # [D, 3H, dh]
             bias = jnp.concatenate([bq * scale, bk, bv], axis=0).astype(self.dtype)  # [3H, dh]
-            qkv = matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype) + bias  # [..., N, 3H, dh]
-            q, k, v = qkv[..., :h, :], qkv[..., h:2 * h, :], qkv[..., 2 * h:, :]
+            qkv = matmul(x, kernel, self.dtype, self.matmul_dtype, bias=bias).astype(self.dtype)  # [..., N, 3H, dh]
+            q, k, v = jnp.split(qkv, 3, axis=-2)
             run = self._attend if self.factorised is None else self._attend_factorised
             out = run(q, k, v, train)
-        # DenseGeneral hands its initialiser the kernel flattened to [fan_in, fan_out].
         out_init = nn.initializers.zeros if self.zero_init_out else nn.initializers.xavier_uniform()
-        return nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="out", kernel_init=out_init,
-                               dot_general=dot_general_for(self.matmul_dtype))(out)
+        return Dense(d, contract=2, kernel_init=out_init, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
+                     name="out")(out)
 
     def _attend(self, q, k, v, train):
         """q [..., Nq, H, dh] against k, v [..., Nk, H, dh]; Nq is 1 for the class-token readout's last block.
@@ -172,10 +198,10 @@ class MlpBlock(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         d = x.shape[-1]
-        dense = lambda f, name: nn.Dense(f, dtype=self.dtype, name=name,  # noqa: E731
-                                         dot_general=dot_general_for(self.matmul_dtype),
-                                         kernel_init=nn.initializers.xavier_uniform(),
-                                         bias_init=nn.initializers.normal(stddev=1e-6))
+        def dense(f, name):
+            return Dense(f, kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.normal(1e-6),
+                         dtype=self.dtype, matmul_dtype=self.matmul_dtype, name=name)
+
         y = dense(self.mlp_dim, "Dense_0")(x)
         y = nn.gelu(y, approximate=True)  # tanh GELU, as the reference checkpoints were trained
         y = nn.Dropout(self.dropout)(y, deterministic=not train)

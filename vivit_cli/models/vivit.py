@@ -53,8 +53,7 @@ class TokenEmbedding(nn.Module):
         x = x[:, : nt * ft, : nh * fh, : nw * fw]
         x = x.reshape(b, nt, ft, nh, fh, nw, fw, C).transpose(0, 1, 3, 5, 2, 4, 6, 7)
         x = x.reshape(b, nt, nh * nw, ft * fh * fw * C)
-        x = L.matmul(x, kernel, self.dtype, self.matmul_dtype).astype(self.dtype)
-        return x + bias.astype(self.dtype)  # [B, nt, s, D]
+        return L.matmul(x, kernel, self.dtype, self.matmul_dtype, bias=bias).astype(self.dtype)  # [B, nt, s, D]
 
 
 class ViViT(nn.Module):
@@ -125,8 +124,8 @@ class ViViT(nn.Module):
                            kernel_init=self.kernel_init, dtype=self.dtype, matmul_dtype=self.matmul_dtype,
                            name="embedding")(x)
         x = VARIANTS[self.variant](self, x, train)
-        logits = nn.Dense(self.num_classes, name="output_projection", kernel_init=nn.initializers.zeros,
-                          dtype=self.dtype, dot_general=L.dot_general_for(self.matmul_dtype))(x)
+        logits = L.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                         matmul_dtype=self.matmul_dtype, name="output_projection")(x)
         return logits.astype(jnp.float32)
 
 
