@@ -177,6 +177,22 @@ def test_embed_ablation_cells_share_one_image_vit_dependency():
     assert uniform.model.sampled_frames == uniform.data.frames // 2  # same token count as the 2-frame tubelet
 
 
+def test_an_image_vit_the_user_replaces_is_not_pretrained():
+    both = plan("model-variants")
+    motion_vit = next(j.deps for j in both.cells if j.labels["column"] == tables.MOTION)
+    # One column from the user's ViT: only the other column's ViT is pretrained.
+    scoped = plan("model-variants", sets=["motion:model.init_from=/vits/mine"])
+    assert [d.run_id for d in scoped.deps] != list(motion_vit) and len(scoped.deps) == 1
+    for job in scoped.cells:
+        mine = job.labels["column"] == tables.MOTION
+        assert (job.config.model.init_from == "/vits/mine") == mine and (job.deps == ()) == mine
+    # The appearance cells keep their run ids (and runs); only the motion cells get new ones.
+    assert {j.run_id for j in scoped.cells} - {j.run_id for j in both.cells} == {
+        j.run_id for j in scoped.cells if j.labels["column"] == tables.MOTION}
+    # Everywhere: nothing to pretrain.
+    assert plan("model-variants", sets=["model.init_from=/vits/mine"]).deps == []
+
+
 def test_each_task_trains_its_own_schedule_from_its_own_image_vit():
     from vivit_cli import config
 
