@@ -273,12 +273,11 @@ def plan(spec: GridSpec, *, preset: str | None = None, sets: list[str] | None = 
     invalid: list[str] = []
     for point in points:
         axes, needs, kept = {}, [], set()
-        # Keys the user sets for this cell: a dependency there is replaced, so it is not trained.
         replaced = {k for s, k, _ in scoped if _scope_matches(s, point)} | {k for k in global_sets if k not in fills}
         for k, v in point.overrides.items():
-            if isinstance(v, Dependency) and k in replaced:
-                continue
             if isinstance(v, Dependency):
+                if k in replaced:  # the user's value, merged below, stands in for it: nothing to pretrain
+                    continue
                 v = _own_image_steps(v, point, global_sets, scoped)
                 if v not in deps:
                     deps[v] = _dependency_job(spec, v, global_sets, preset, sources)
