@@ -13,8 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # loops costs more than it saves: at level 0 tests/test_models.py took 160 s instead of 271 s (user CPU 195 s
 # instead of 375 s) on the 2-core AMD host of 2026-12-07. Products still go to YNNPACK; only the loop code is
 # unoptimised, and the semantics are the same. A user's own setting of the flag wins.
-if os.environ.get("JAX_PLATFORMS") == "cpu" and "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+_flags = os.environ.get("XLA_FLAGS", "")
+if os.environ.get("JAX_PLATFORMS") == "cpu" and "--xla_backend_optimization_level" not in _flags:
+    os.environ["XLA_FLAGS"] = f"{_flags} --xla_backend_optimization_level=0".strip()
 # In-process tests run JAX with the CLI's XLA defaults, as `vivit` itself does (the package sets none on import).
 from vivit_cli.runtime.cpu import apply_xla_defaults  # noqa: E402
 
