@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from . import device_crop, losses
+from .seeds import SeedAxis
 
 
 def train_step(state, batch, base_rng, *, model, tx, schedule, num_classes: int, label_smoothing: float,
@@ -116,24 +117,21 @@ def _eval_step_heads(params, batch, *, model, heads):
 
 def compile_train_step(cfg, model, tx, schedule, num_classes: int, state_shardings, batch_shardings, replicated,
                        seeds: int = 1):
-    """The jitted step. `seeds` > 1: the step vmapped over a leading seed axis of the state, the batch and the rng
+    """The jitted step. `seeds` > 1: the step mapped over a leading seed axis of the state, the batch and the rng
     (`train.seeds`; the shardings given are the stacked ones), each seed's metrics a [seeds] vector."""
     from vivit_cli import config
 
     heads = config.head_sizes(cfg) if cfg.data.heads else ()
     fn = partial(train_step, model=model, tx=tx, schedule=schedule, num_classes=num_classes,
                  label_smoothing=cfg.train.label_smoothing, mixup_alpha=cfg.train.mixup, heads=heads, crop=cfg.data.crop)
-    if seeds > 1:
-        fn = jax.vmap(fn)
+    fn = SeedAxis(seeds).map(fn)
     return jax.jit(fn, in_shardings=(state_shardings, batch_shardings, replicated),
                    out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
 
 def compile_eval_step(model, param_shardings, batch_shardings, replicated, seeds: int = 1,
                       heads: tuple[int, ...] = ()):
-    """The jitted eval step. `seeds` > 1: vmapped over the params' leading seed axis, all seeds on the same batch
+    """The jitted eval step. `seeds` > 1: mapped over the params' leading seed axis, all seeds on the same batch
     (every output with the seed axis in front). `heads`: the class counts of a multi-head model (`eval_step`)."""
-    fn = partial(eval_step, model=model, heads=heads)
-    if seeds > 1:
-        fn = jax.vmap(fn, in_axes=(0, None))
+    fn = SeedAxis(seeds).map(partial(eval_step, model=model, heads=heads), in_axes=(0, None))
     return jax.jit(fn, in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
