@@ -1,10 +1,11 @@
 """The seed axis: K seeds of one config trained as one compiled program (`train.run_group`).
 
-The train state, the rng and the training batches carry a leading axis of K seeds and the pure step is
-mapped over it (`SeedAxis.map`: `jax.vmap`, or on the CPU K copies side by side, `runtime.cpu`), so K small models
-fill the devices as one program and pay one compile, one start-up and one evaluation pass. The axis is not split over devices: the batch axis behind it keeps its split over the
-mesh's "data" axis (and large tensors theirs over "model"), so the seed axis composes with data and model
-parallelism unchanged; every device computes its rows of every seed's batch.
+The train state, the rng and the training batches carry a leading axis of K seeds and the pure step is mapped
+over it (`SeedAxis.map`: `jax.vmap`, or on the CPU K copies side by side, `runtime.cpu`), so K small models fill
+the devices as one program and pay one compile, one start-up and one evaluation pass. The axis is not split over
+devices: the batch axis behind it keeps its split over the mesh's "data" axis (and large tensors theirs over
+"model"), so the seed axis composes with data and model parallelism unchanged; every device computes its rows of
+every seed's batch.
 
 K = 1 has no seed axis at all: the state, the batch and the program are a single run's, so `vivit train`
 without a group computes what it always did, digit for digit. For K > 1 a seed's numbers match the same seed
