@@ -17,6 +17,8 @@ turns this off. Pure stdlib: safe to call before JAX is imported (it must be: XL
 runs every product of the model, forward and backward, as bf16 x bf16 -> f32. CPUs with AVX512-BF16 run that at
 about 2x their f32 rate, while a bf16 -> bf16 product runs no faster than f32 there (benchmarks/RESULTS.md).
 The kernels are built on first use, so this module still imports no JAX.
+
+4. `seeds_side_by_side`: a group's seeds (`train.seeds`) as K copies of the step in one program, not vmapped.
 """
 
 from __future__ import annotations
