@@ -49,8 +49,8 @@ def test_a_seed_axis_of_one_is_no_axis_at_all():
     assert tuple(three.sharding(s).spec) == (None, "data")  # the seed axis in front, split over no device
 
 
-def test_the_cpus_seeds_side_by_side_compute_what_vmap_computes():
-    """runtime.cpu.seeds_side_by_side, the CPU's map over the seed axis: each seed's slice through its own copy, a
+def test_the_cpus_seeds_in_turn_compute_what_vmap_computes():
+    """runtime.cpu.seeds_in_turn, the CPU's map over the seed axis: each seed's slice through the loop's body, a
     shared argument (in_axes None, as the eval step's batch) given whole, every output stacked back in seed order."""
     import jax
     import jax.numpy as jnp
@@ -63,14 +63,14 @@ def test_the_cpus_seeds_side_by_side_compute_what_vmap_computes():
     rng = np.random.default_rng(0)
     state = {"w": rng.normal(size=(3, 4, 5)).astype(np.float32), "b": np.arange(3, dtype=np.float32)}
     batch = rng.normal(size=(5, 2)).astype(np.float32)
-    ours = jax.jit(cpu.seeds_side_by_side(fn, 3, in_axes=(0, None)))(state, batch)
+    ours = jax.jit(cpu.seeds_in_turn(fn, in_axes=(0, None)))(state, batch)
     ref = jax.vmap(fn, in_axes=(0, None))(state, batch)
     assert ours["w"].shape == (3, 4, 2) and ours["n"].shape == (3,)
     for k in ("w", "n"):
         np.testing.assert_allclose(ours[k], ref[k], rtol=1e-6)
     np.testing.assert_allclose(ours["w"][2], state["w"][2] @ batch, rtol=1e-6)  # seed 2 is seed 2's, in order
     batches = rng.normal(size=(3, 5, 2)).astype(np.float32)  # in_axes 0 for both: each seed its own batch
-    both = jax.jit(cpu.seeds_side_by_side(fn, 3))(state, batches)
+    both = jax.jit(cpu.seeds_in_turn(fn))(state, batches)
     np.testing.assert_allclose(both["w"][1], state["w"][1] @ batches[1], rtol=1e-6)
 
 

@@ -18,7 +18,7 @@ runs every product of the model, forward and backward, as bf16 x bf16 -> f32. CP
 about 2x their f32 rate, while a bf16 -> bf16 product runs no faster than f32 there (benchmarks/RESULTS.md).
 The kernels are built on first use, so this module still imports no JAX.
 
-4. `seeds_side_by_side`: a group's seeds (`train.seeds`) as K copies of the step in one program, not vmapped.
+4. `seeds_in_turn`: a group's seeds (`train.seeds`) one after another in one program, not vmapped.
 """
 
 from __future__ import annotations
@@ -170,30 +170,33 @@ def bf16_kernels() -> Bf16Kernels:
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. A group's seeds side by side
+# 4. A group's seeds in turn
 
 
-def seeds_side_by_side(fn, k: int, in_axes=0):
-    """`fn` over a leading seed axis of `k`, as one program of k copies of `fn`, each on its seed's slice, stacked
-    back: what `train.seeds` uses on the CPU in place of `jax.vmap`.
+def seeds_in_turn(fn, in_axes=0):
+    """`fn` over a leading seed axis, as one program that runs the seeds one after another (`jax.lax.map`), each on
+    its slice, the outputs stacked back: what `train.seeds` uses on the CPU in place of `jax.vmap`. An `in_axes`
+    entry of None passes that argument whole to every seed.
 
-    Why: vmap turns the k seeds' small products into batched ones that run one after another on the cores, each
-    split over both threads. k independent copies leave XLA's CPU runtime independent work to run at the same
-    time, as two processes would. Measured on the 2-core AMD host with jaxlib 0.10.2 (2026-12-07, 3 seeds of the
-    default model 1 step at batch 32, rounds interleaved, benchmarks/RESULTS.md "Seeds side by side"): 469-653
-    clips/s summed over the seeds against 357-497 vmapped, and 499-659 for one seed alone. The cost is compile
-    time (about 1.5-2x vmap's). On accelerators vmap's batched products are what fill the chip; there it stays."""
+    Why: vmap turns the seeds' products into batched ones, which XLA's CPU backend runs far below the rate of the
+    plain 2-D products one seed's step is made of. Measured on the 2-core AMD host with jaxlib 0.10.2 (2026-12-08,
+    3 seeds of the default model 1 step at batch 32, rounds interleaved, benchmarks/RESULTS.md "A group's seeds in
+    turn"): one group alone 534-801 clips/s summed over its seeds against 393-460 vmapped (and 535-606 for one seed
+    trained alone); two groups at once, as the main job runs them, 705-760 for the machine against 440-505; compile
+    4.5 s against 3.2 s. The seeds' copies side by side in one program (no loop) stepped at 491-653 alone but no
+    faster than vmap beside a second group, and doubled the main job's compile. On accelerators vmap's batched
+    products are what fill the chip; there it stays."""
     import jax
-    import jax.numpy as jnp
 
     axes = in_axes if isinstance(in_axes, tuple) else None
 
     def call(*args):
-        outs = []
-        for i in range(k):
-            seed_args = [a if (axes and axes[j] is None) else jax.tree.map(lambda x: x[i], a)
-                         for j, a in enumerate(args)]
-            outs.append(fn(*seed_args))
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+        mapped = tuple(a for j, a in enumerate(args) if not (axes and axes[j] is None))
+
+        def one_seed(xs):
+            it = iter(xs)
+            return fn(*[a if (axes and axes[j] is None) else next(it) for j, a in enumerate(args)])
+
+        return jax.lax.map(one_seed, mapped)
 
     return call

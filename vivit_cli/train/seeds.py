@@ -1,7 +1,7 @@
 """The seed axis: K seeds of one config trained as one compiled program (`train.run_group`).
 
 The train state, the rng and the training batches carry a leading axis of K seeds and the pure step is mapped
-over it (`SeedAxis.map`: `jax.vmap`, or on the CPU K copies side by side, `runtime.cpu`), so K small models fill
+over it (`SeedAxis.map`: `jax.vmap`, or on the CPU the seeds in turn, `runtime.cpu`), so K small models fill
 the devices as one program and pay one compile, one start-up and one evaluation pass. The axis is not split over
 devices: the batch axis behind it keeps its split over the mesh's "data" axis (and large tensors theirs over
 "model"), so the seed axis composes with data and model parallelism unchanged; every device computes its rows of
@@ -9,8 +9,8 @@ every seed's batch.
 
 K = 1 has no seed axis at all: the state, the batch and the program are a single run's, so `vivit train`
 without a group computes what it always did, digit for digit. For K > 1 a seed's numbers match the same seed
-trained alone to float rounding, not bit for bit (vmap batches the matmuls differently, and XLA fuses the copies
-of the CPU's program among themselves; tests/test_train_group.py measures it).
+trained alone to float rounding, not bit for bit (vmap batches the matmuls differently, and the CPU's loop over the
+seeds is compiled apart from a single run's program; tests/test_train_group.py measures it).
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ class SeedAxis:
         return jax.tree.map(self.sharding, tree)
 
     def map(self, fn, in_axes=0):
-        """`fn` over the seed axis, as one program: on the CPU k copies side by side (`runtime.cpu`), else vmap."""
+        """`fn` over the seed axis, as one program: on the CPU the seeds in turn (`runtime.cpu`), else vmap."""
         if not self.stacked:
             return fn
         if jax.default_backend() == "cpu":
             from vivit_cli.runtime import cpu
 
-            return cpu.seeds_side_by_side(fn, self.k, in_axes)
+            return cpu.seeds_in_turn(fn, in_axes)
         return jax.vmap(fn, in_axes=in_axes)
 
     def stack_host(self, trees: list):
