@@ -164,14 +164,15 @@ def test_seeds_with_a_seed_pattern_name_each_workdir():
 EMBEDDED = ["data.source=embedded:motion", "data.crop=16", "data.frames=4", "model.tubelet=2x8x8", "train.steps=30",
             "run.log_every=1", "run.checkpoint_every=10", "train.mixup=0.2", "model.dropout=0.1"]
 
-# A group is not a seed's own program: on the CPU XLA fuses the seeds' copies among themselves (runtime.cpu
-# seeds_side_by_side), and on accelerators vmap batches the matmuls, so XLA may reduce in another order: a seed's
-# float32 loss can differ from its run alone by rounding, which training then carries along. Measured on the 2-core
-# CPU, a group of 3 against each seed alone: with vmap (2026-12-01) max relative difference of the loss curve 2.3e-7
-# over these 30 steps (smoke preset), 2.2e-7 over 40 steps of the default preset; side by side (2026-12-07) 0 over
-# these 30 steps (bit for bit) and 2.1e-7 over the default's 40 (36-40 of the 40 steps bit-equal); top-1 equal on
-# all 2500 clips each time: a few float32 ulps. 1e-4 leaves a margin of 400x for other CPUs, accelerators and longer
-# drifts, and still fails on any real difference (another seed's data order, rng or init moves the loss by 1e-2).
+# A group is not a seed's own program: on the CPU the seeds run in turn in a loop compiled apart from a single run's
+# program (runtime.cpu.seeds_in_turn), and on accelerators vmap batches the matmuls, so XLA may reduce in another
+# order: a seed's float32 loss can differ from its run alone by rounding, which training then carries along.
+# Measured on the 2-core CPU, a group of 3 against each seed alone: with vmap (2026-12-01) max relative difference of
+# the loss curve 2.3e-7 over these 30 steps (smoke preset), 2.2e-7 over 40 steps of the default preset; in turn
+# (2026-12-08) 0 over these 30 steps (bit for bit) and 2.1e-7 over the default's 40 (36-40 of the 40 steps
+# bit-equal); top-1 equal on all 2500 clips each time: a few float32 ulps. 1e-4 leaves a margin of 400x for other
+# CPUs, accelerators and longer drifts, and still fails on any real difference (another seed's data order, rng or
+# init moves the loss by 1e-2).
 LOSS_RTOL = 1e-4
 
 
