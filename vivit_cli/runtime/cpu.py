@@ -175,8 +175,8 @@ def bf16_kernels() -> Bf16Kernels:
 
 def seeds_in_turn(fn, in_axes=0):
     """`fn` over a leading seed axis, as one program that runs the seeds one after another (`jax.lax.map`), each on
-    its slice, the outputs stacked back: what `train.seeds` uses on the CPU in place of `jax.vmap`. An `in_axes`
-    entry of None passes that argument whole to every seed.
+    its slice, the outputs stacked back: what `train.seeds` uses on the CPU in place of `jax.vmap`. `in_axes`: 0,
+    or a tuple of 0 and None per argument (None: that argument goes whole to every seed).
 
     Why: vmap turns the seeds' products into batched ones, which XLA's CPU backend runs far below the rate of the
     plain 2-D products one seed's step is made of. Measured on the 2-core AMD host with jaxlib 0.10.2 (2026-12-08,
@@ -188,15 +188,13 @@ def seeds_in_turn(fn, in_axes=0):
     products are what fill the chip; there it stays."""
     import jax
 
-    axes = in_axes if isinstance(in_axes, tuple) else None
-
     def call(*args):
-        mapped = tuple(a for j, a in enumerate(args) if not (axes and axes[j] is None))
+        shared = [a is None for a in in_axes] if isinstance(in_axes, tuple) else [False] * len(args)
 
-        def one_seed(xs):
-            it = iter(xs)
-            return fn(*[a if (axes and axes[j] is None) else next(it) for j, a in enumerate(args)])
+        def one_seed(mapped):
+            it = iter(mapped)
+            return fn(*[x if s else next(it) for x, s in zip(args, shared)])
 
-        return jax.lax.map(one_seed, mapped)
+        return jax.lax.map(one_seed, tuple(x for x, s in zip(args, shared) if not s))
 
     return call
